@@ -1,0 +1,24 @@
+"""Shared fixtures: a tiny Google-format checkpoint (odd sizes) written once per session."""
+import os
+
+import pytest
+
+import xtune_keras  # noqa: F401  (sets TF_KERAS / TF_USE_LEGACY_KERAS before TensorFlow)
+from xtune_keras.checkpoints import write_tiny_checkpoint
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory):
+    """{'dir', 'config', 'checkpoint', 'vocab'} of a BERT with hidden 8, intermediate 13, 2 layers."""
+    directory = str(tmp_path_factory.mktemp("tiny_bert"))
+    paths = write_tiny_checkpoint(directory, seed=0)
+    paths["dir"] = directory
+    return paths
+
+
+@pytest.fixture(scope="session")
+def tiny_albert(tmp_path_factory):
+    directory = str(tmp_path_factory.mktemp("tiny_albert"))
+    paths = write_tiny_checkpoint(directory, model="albert", seed=1)
+    paths["dir"] = directory
+    return paths

@@ -1,0 +1,24 @@
+"""xtune_keras: rerunnable BERT fine-tuning experiments for text classification.
+
+bert4keras picks tf.keras (not standalone Keras) when TF_KERAS=1, and TensorFlow 2.16+
+binds ``tf.keras`` to Keras 3 unless TF_USE_LEGACY_KERAS=1. Both must be set before the
+first ``import tensorflow``, so they are set here, before anything else is imported.
+"""
+import os
+import sys
+
+__version__ = "0.1.0"
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ["TF_KERAS"] = "1"
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+
+if "keras" in sys.modules and not getattr(sys.modules["keras"], "__name__", "").startswith("tf_keras"):
+    _keras = sys.modules["keras"]
+    if getattr(_keras, "__version__", "3").split(".")[0] == "3":
+        raise ImportError(
+            "xtune_keras: Keras 3 was imported before xtune_keras; bert4keras needs tf.keras 2 "
+            "(tf-keras). Import xtune_keras first, or start a fresh Python process."
+        )
+
+from xtune_keras import compat  # noqa: E402,F401  (applies the bert4keras repairs once)

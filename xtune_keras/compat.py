@@ -1,0 +1,87 @@
+"""Repairs that make bert4keras 0.11.5 work on TensorFlow 2.21 + tf-keras 2.21, in one place.
+
+Each repair is small and named after the breakage it fixes:
+
+* ``_legacy_optimizer_base``: bert4keras optimizers subclass ``keras.optimizers.Optimizer`` and
+  call ``_set_hyper``, which only the legacy (OptimizerV2) base class has since TF 2.11. We let
+  bert4keras define its classes while ``keras.optimizers.Optimizer`` points at the legacy base.
+* ``_feedforward_activation_by_name``: ``FeedForward.get_config`` serialises its activation as a
+  bare function object (``{'class_name': 'function', 'config': 'gelu_erf'}``), which the ``.h5``
+  loader cannot turn back into a function. We save the registered name instead.
+* Checkpoint writing without TF1 sessions lives in :mod:`xtune_keras.checkpoints`.
+* No ``Lambda`` in saved models: see :mod:`xtune_keras.layers`.
+"""
+import os
+import sys
+
+import tensorflow as tf
+
+_KERAS3_MSG = (
+    "xtune_keras: tf.keras is Keras 3 in this process (TensorFlow or Keras was imported before "
+    "xtune_keras without TF_USE_LEGACY_KERAS=1). Import xtune_keras first, or set "
+    "TF_KERAS=1 TF_USE_LEGACY_KERAS=1 before starting Python."
+)
+
+
+def _check_legacy_keras():
+    # tf.keras is a lazy loader; its module name says which Keras it resolves to.
+    if not tf.keras.__name__.startswith("tf_keras"):
+        raise ImportError(_KERAS3_MSG)
+
+
+def _legacy_optimizer_base():
+    from bert4keras.backend import keras
+
+    modern = keras.optimizers.Optimizer
+    keras.optimizers.Optimizer = keras.optimizers.legacy.Optimizer
+    try:
+        import bert4keras.optimizers  # noqa: F401  (class bodies bind the base here)
+    finally:
+        keras.optimizers.Optimizer = modern
+
+
+def _activation_name(activation):
+    """The name under which ``activation`` is registered, so that ``activations.get`` finds it."""
+    from bert4keras.backend import keras
+
+    name = getattr(activation, "__name__", None)
+    custom = keras.utils.get_custom_objects()
+    if name in custom and custom[name] is activation:
+        return name
+    return keras.activations.serialize(activation)
+
+
+def _feedforward_activation_by_name():
+    from bert4keras.backend import gelu_erf, gelu_tanh, keras
+    from bert4keras.layers import FeedForward
+
+    # Register the gelu variants under their own names: bert4keras only registers the chosen one
+    # under the alias 'gelu', which would reload as whichever variant is current at load time.
+    keras.utils.get_custom_objects().update({"gelu_erf": gelu_erf, "gelu_tanh": gelu_tanh})
+    original_get_config = FeedForward.get_config
+
+    def get_config(self):
+        config = original_get_config(self)
+        config["activation"] = [_activation_name(a) for a in self.activation]
+        return config
+
+    FeedForward.get_config = get_config
+
+
+def _apply():
+    if os.environ.get("TF_KERAS") != "1" or os.environ.get("TF_USE_LEGACY_KERAS") != "1":
+        raise ImportError(_KERAS3_MSG)
+    _check_legacy_keras()
+    if "bert4keras.optimizers" in sys.modules:
+        base = sys.modules["bert4keras.optimizers"].Adam.__mro__[1]
+        if not hasattr(base, "_set_hyper"):
+            raise ImportError(
+                "xtune_keras: bert4keras.optimizers was imported before xtune_keras; "
+                "import xtune_keras first so its optimizers get the legacy base class."
+            )
+    else:
+        _legacy_optimizer_base()
+    _feedforward_activation_by_name()
+
+
+_apply()
