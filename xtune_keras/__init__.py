@@ -21,4 +21,34 @@ if "keras" in sys.modules and not getattr(sys.modules["keras"], "__name__", "").
             "(tf-keras). Import xtune_keras first, or start a fresh Python process."
         )
 
-from xtune_keras import compat  # noqa: E402,F401  (applies the bert4keras repairs once)
+
+
+def _import_with_native_logs_parked():
+    """Import TensorFlow (through compat) with file descriptor 2 parked in a temp file.
+
+    TensorFlow's C++ start-up lines (absl and oneDNN notices) ignore TF_CPP_MIN_LOG_LEVEL and
+    would bury the one-line errors of the CLI. They are replayed if the import fails, and kept
+    when XTUNE_NATIVE_LOGS=1.
+    """
+    import tempfile
+
+    if os.environ.get("XTUNE_NATIVE_LOGS") == "1":
+        from xtune_keras import compat  # noqa: F401
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as parked:
+        os.dup2(parked.fileno(), 2)
+        try:
+            from xtune_keras import compat  # noqa: F401  (applies the bert4keras repairs once)
+        except BaseException:
+            os.dup2(saved, 2)
+            parked.seek(0)
+            sys.stderr.write(parked.read().decode("utf-8", "replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+_import_with_native_logs_parked()

@@ -147,7 +147,8 @@ def tiny_config(hidden_size=8, num_hidden_layers=2, num_attention_heads=2, inter
 
 
 def tiny_vocab():
-    return SPECIAL_TOKENS + TINY_WORDS + TINY_CHARS + [c for c in dict.fromkeys(TINY_HAN)]
+    """Tokens in id order, each once (a repeated token would shift every later id)."""
+    return list(dict.fromkeys(SPECIAL_TOKENS + TINY_WORDS + TINY_CHARS + list(TINY_HAN)))
 
 
 def write_tiny_checkpoint(directory, model="bert", seed=0, **sizes):

@@ -13,6 +13,7 @@ Each repair is small and named after the breakage it fixes:
 """
 import os
 import sys
+import warnings
 
 import tensorflow as tf
 
@@ -68,6 +69,13 @@ def _feedforward_activation_by_name():
     FeedForward.get_config = get_config
 
 
+def _quiet_known_warnings():
+    """Two warnings every run would print: bert4keras shares one seeded-by-design initializer
+    across layers, and .h5 is the format the write-up's models use on purpose."""
+    warnings.filterwarnings("ignore", message="The initializer TruncatedNormal is unseeded")
+    warnings.filterwarnings("ignore", message="You are saving your model as an HDF5 file")
+
+
 def _apply():
     if os.environ.get("TF_KERAS") != "1" or os.environ.get("TF_USE_LEGACY_KERAS") != "1":
         raise ImportError(_KERAS3_MSG)
@@ -82,6 +90,7 @@ def _apply():
     else:
         _legacy_optimizer_base()
     _feedforward_activation_by_name()
+    _quiet_known_warnings()
 
 
 _apply()

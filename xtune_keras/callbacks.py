@@ -1,0 +1,103 @@
+"""Callbacks: validation metrics into the logs, a metrics.jsonl per run, the named .h5 checkpoint.
+
+Order matters: ``ValidationMetrics`` must run first at each epoch end, so that EarlyStopping,
+the checkpoint, the logger and TensorBoard all read the same ``val_*`` values it adds to the logs.
+"""
+import json
+import math
+import time
+
+import numpy as np
+import tensorflow as tf
+from bert4keras.backend import keras
+
+from xtune_keras.metrics import ACTIVATIONS, classification_metrics
+from xtune_keras.modelfile import save_model_file
+
+MODES = {"val_loss": "min"}  # every other monitored metric is "higher is better"
+
+
+def monitor_mode(monitor):
+    return MODES.get(monitor, "max")
+
+
+def evaluate_logits(logits, y_true, loss_fn, activation, multi_label, threshold=0.5):
+    """Loss and metrics of logits against targets, as plain floats."""
+    loss = float(tf.reduce_mean(loss_fn(tf.constant(y_true), tf.constant(logits))))
+    probs = ACTIVATIONS[activation](logits)
+    return {"loss": loss, **classification_metrics(y_true, probs, multi_label, threshold)}
+
+
+class ValidationMetrics(keras.callbacks.Callback):
+    """One forward pass over the validation batches per epoch; adds ``val_<metric>`` to the logs."""
+
+    def __init__(self, batches, y_true, loss_fn, activation, multi_label, threshold=0.5):
+        super().__init__()
+        self.batches, self.y_true = batches, y_true
+        self.loss_fn, self.activation = loss_fn, activation
+        self.multi_label, self.threshold = multi_label, threshold
+
+    def on_epoch_end(self, epoch, logs=None):
+        logits = self.model.predict(self.batches, verbose=0)
+        scores = evaluate_logits(logits, self.y_true, self.loss_fn, self.activation,
+                                 self.multi_label, self.threshold)
+        logs.update({"val_" + k: v for k, v in scores.items()})
+
+
+class MetricsLogger(keras.callbacks.Callback):
+    """Appends one JSON line per epoch to ``metrics.jsonl`` (flushed, so a crash keeps epochs)."""
+
+    def __init__(self, path, echo=True):
+        super().__init__()
+        self.path, self.echo = path, echo
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"epoch": epoch + 1, "seconds": round(time.time() - self._start, 3)}
+        row.update({k: _plain(v) for k, v in (logs or {}).items()})
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.echo:
+            shown = " ".join("%s=%.4f" % (k, v) for k, v in row.items()
+                             if k not in ("epoch", "seconds") and isinstance(v, float))
+            print("epoch %d (%.1fs): %s" % (row["epoch"], row["seconds"], shown), flush=True)
+
+
+def _plain(value):
+    value = float(np.asarray(value))
+    return value if math.isfinite(value) else None
+
+
+class NamedH5Checkpoint(keras.callbacks.Callback):
+    """Saves the model to its named ``.h5`` (e.g. ``bert_texcnn_Realmutil_mlps_v2(619).h5``)
+    whenever the monitored value improves, with the metadata that ``xtune predict`` needs."""
+
+    def __init__(self, path, monitor, meta, token_dict, include_optimizer=False):
+        super().__init__()
+        self.path, self.monitor, self.meta, self.token_dict = path, monitor, meta, token_dict
+        self.include_optimizer = include_optimizer
+        self.better = np.less if monitor_mode(monitor) == "min" else np.greater
+        self.best, self.best_epoch = None, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            return
+        if self.best is None or self.better(value, self.best):
+            self.best, self.best_epoch = float(value), epoch + 1
+            meta = dict(self.meta, epoch=epoch + 1, monitor=self.monitor, monitor_value=float(value))
+            save_model_file(self.model, self.path, meta, self.token_dict, self.include_optimizer)
+
+
+def early_stopping(monitor, patience, restore_best=True):
+    return keras.callbacks.EarlyStopping(
+        monitor=monitor, mode=monitor_mode(monitor), patience=patience,
+        restore_best_weights=restore_best, verbose=0,
+    )
+
+
+def tensorboard(log_dir):
+    return keras.callbacks.TensorBoard(log_dir=log_dir, histogram_freq=0, write_graph=False,
+                                       profile_batch=0)

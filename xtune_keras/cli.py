@@ -1,0 +1,132 @@
+"""``xtune`` command line. Bad input ends with one line ``xtune: error: ...`` and exit status 2."""
+import argparse
+import json
+import sys
+
+from xtune_keras.errors import XtuneError
+
+
+def cmd_train(args):
+    from xtune_keras.config import load_config
+    from xtune_keras.runner import run_experiment
+
+    config = load_config(args.experiment, args.overrides)
+    result = run_experiment(config, force=args.force)
+    print(json.dumps(result, indent=2, ensure_ascii=False))
+
+
+def cmd_evaluate(args):
+    from xtune_keras.inference import evaluate_file
+
+    print(json.dumps(evaluate_file(args.model, args.data, args.threshold), indent=2))
+
+
+def cmd_predict(args):
+    from xtune_keras.inference import predict_file
+
+    count = predict_file(args.model, args.data, args.output, args.threshold)
+    print("wrote %d predictions to %s" % (count, args.output))
+
+
+def cmd_tiny_checkpoint(args):
+    from xtune_keras.checkpoints import write_tiny_checkpoint
+
+    paths = write_tiny_checkpoint(args.dir, model=args.model, seed=args.seed, hidden_size=args.hidden,
+                                  num_hidden_layers=args.layers, num_attention_heads=args.heads,
+                                  intermediate_size=args.intermediate)
+    print(json.dumps(paths, indent=2))
+
+
+def cmd_convert_hf(args):
+    from xtune_keras.convert_hf import convert_hf
+
+    print(json.dumps(convert_hf(args.src, args.dir), indent=2, default=str))
+
+
+def cmd_prepare_data(args):
+    from xtune_keras.datasets import prepare_dataset
+
+    paths = prepare_dataset(args.name, args.dir, sizes=(args.train, args.valid, args.test), seed=args.seed)
+    print(json.dumps(paths, indent=2))
+
+
+def cmd_demo(args):
+    from xtune_keras.demo import run_demo
+
+    run_demo(args.overrides, force=args.force)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="xtune", description="BERT fine-tuning experiments from YAML.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train one experiment: xtune train EXP.yaml [key=value ...]")
+    p.add_argument("experiment")
+    p.add_argument("overrides", nargs="*", help="e.g. train.lr=2e-5 data.max_len=64")
+    p.add_argument("--force", action="store_true", help="train again even if this run finished")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="metrics of MODEL.h5 on a labelled table")
+    p.add_argument("model")
+    p.add_argument("data")
+    p.add_argument("--threshold", type=float, default=None)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="labels and probabilities of MODEL.h5 on a table")
+    p.add_argument("model")
+    p.add_argument("data")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--threshold", type=float, default=None)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("tiny-checkpoint", help="write a tiny random Google-format BERT (for tests)")
+    p.add_argument("dir")
+    p.add_argument("--model", default="bert", choices=["bert", "albert"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--hidden", type=int, default=8)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--heads", type=int, default=2)
+    p.add_argument("--intermediate", type=int, default=13)
+    p.set_defaults(func=cmd_tiny_checkpoint)
+
+    p = sub.add_parser("convert-hf", help="convert a Hugging Face BertModel folder to Google format")
+    p.add_argument("src")
+    p.add_argument("dir")
+    p.set_defaults(func=cmd_convert_hf)
+
+    p = sub.add_parser("prepare-data", help="write train/valid/test CSVs of a packaged dataset")
+    p.add_argument("name")
+    p.add_argument("dir")
+    p.add_argument("--train", type=int, default=2000)
+    p.add_argument("--valid", type=int, default=400)
+    p.add_argument("--test", type=int, default=800)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_prepare_data)
+
+    p = sub.add_parser("demo", help="the baseline on real data: MiniLM + a Reuters R8 subset")
+    p.add_argument("overrides", nargs="*", help="e.g. train.epochs=1")
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def run_command(args):
+    try:
+        import xtune_keras  # noqa: F401  (environment and bert4keras repairs first)
+
+        args.func(args)
+    except XtuneError as exc:
+        print("xtune: error: %s" % str(exc).replace("\n", " "), file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("xtune: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def main(argv=None):
+    return run_command(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

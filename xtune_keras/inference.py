@@ -1,0 +1,67 @@
+"""evaluate / predict with a trained ``.h5``: raw text prepared exactly as in training."""
+import os
+
+import numpy as np
+import pandas as pd
+from bert4keras.tokenizers import Tokenizer
+
+from xtune_keras.batches import PaddedBatches
+from xtune_keras.data import LabelVocab, load_examples
+from xtune_keras.errors import XtuneError
+from xtune_keras.metrics import ACTIVATIONS, classification_metrics
+from xtune_keras.modelfile import load_model_file
+from xtune_keras.truncation import encode_examples
+
+PREDICT_BATCH = 64
+
+
+def read_examples(meta, data_path, with_labels):
+    return load_examples(
+        data_path, meta["text1"], meta["text2"], meta["label"] if with_labels else None,
+        multi_label=meta["multi_label"], label_sep=meta["label_sep"],
+        clean_patterns=meta["clean_patterns"],
+    )
+
+
+def predict_probs(model, meta, token_dict, examples):
+    """Per-label probabilities, tokenized with the vocab and truncation rule stored in the .h5."""
+    tokenizer = Tokenizer(token_dict, do_lower_case=meta["lowercase"])
+    ids, segs = encode_examples(tokenizer, examples, meta["max_len"], meta["truncation"],
+                                meta["head_ratio"])
+    logits = model.predict(PaddedBatches(ids, segs, None, PREDICT_BATCH), verbose=0)
+    return ACTIVATIONS[meta["activation"]](np.asarray(logits, dtype=np.float64))
+
+
+def evaluate_file(model_path, data_path, threshold=None):
+    """Metrics of a model on a labelled table; unknown labels are an error naming the row."""
+    model, meta, vocab = load_model_file(model_path)
+    examples = read_examples(meta, data_path, with_labels=True)
+    y_true = LabelVocab(meta["labels"]).encode(examples)
+    probs = predict_probs(model, meta, vocab, examples)
+    threshold = meta["threshold"] if threshold is None else threshold
+    return dict(classification_metrics(y_true, probs, meta["multi_label"], threshold),
+                examples=len(examples))
+
+
+def predict_file(model_path, data_path, out_path, threshold=None):
+    """Write ``row, labels, prob_<label>...`` to ``out_path`` (atomically); returns the row count."""
+    model, meta, vocab = load_model_file(model_path)
+    examples = read_examples(meta, data_path, with_labels=False)
+    probs = predict_probs(model, meta, vocab, examples)
+    threshold = meta["threshold"] if threshold is None else threshold
+    labels = LabelVocab(meta["labels"])
+    decided = labels.decode(probs, threshold=threshold, multi_label=meta["multi_label"])
+    table = pd.DataFrame({"row": examples.rows,
+                          "labels": [meta["label_sep"].join(d) for d in decided]})
+    probs_table = pd.DataFrame(probs, columns=["prob_" + n for n in labels.names])
+    write_csv_atomically(pd.concat([table, probs_table], axis=1), out_path)
+    return len(table)
+
+
+def write_csv_atomically(frame, path):
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise XtuneError("%s: output folder does not exist" % path)
+    tmp = os.path.join(directory, ".%s.tmp" % os.path.basename(path))
+    frame.to_csv(tmp, index=False, float_format="%.6f")
+    os.replace(tmp, path)

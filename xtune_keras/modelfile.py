@@ -1,0 +1,55 @@
+"""The ``.h5`` model file: Keras model plus what predicting needs, stored beside it in the file.
+
+A trained ``.h5`` carries its label names, decision rule, text fields, truncation rule and the
+tokenizer vocabulary in an ``xtune`` group, so ``xtune evaluate/predict MODEL.h5`` need nothing
+else. Keras ignores groups it does not know. Files are written to a temporary name and renamed,
+so an interrupted save never destroys the previous model.
+"""
+import json
+import os
+
+import h5py
+from bert4keras.backend import keras
+
+from xtune_keras.errors import XtuneError
+from xtune_keras.layers import custom_objects
+
+META_GROUP = "xtune"
+
+
+def save_model_file(model, path, meta, token_dict, include_optimizer=False):
+    """Save ``model`` + meta + the tokenizer's ``{token: id}`` to ``path`` atomically."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, ".%s.tmp.h5" % os.path.basename(path))
+    model.save(tmp, include_optimizer=include_optimizer, save_format="h5")
+    with h5py.File(tmp, "a") as f:
+        group = f.require_group(META_GROUP)
+        group.attrs["meta"] = json.dumps(meta, ensure_ascii=False)
+        # A dataset, not an attribute: attributes are limited to 64 KiB, vocabularies are larger.
+        group.create_dataset("token_dict", data=json.dumps(token_dict, ensure_ascii=False),
+                             dtype=h5py.string_dtype("utf-8"))
+    os.replace(tmp, path)
+
+
+def read_meta(path):
+    """``(meta, token_dict)`` from an xtune ``.h5``."""
+    if not os.path.isfile(path):
+        raise XtuneError("%s: model file not found" % path)
+    try:
+        with h5py.File(path, "r") as f:
+            if META_GROUP not in f:
+                raise XtuneError("%s: not an xtune model (no '%s' group); train it with xtune" % (path, META_GROUP))
+            meta = json.loads(f[META_GROUP].attrs["meta"])
+            raw = f[META_GROUP]["token_dict"][()]
+            token_dict = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+    except OSError as exc:
+        raise XtuneError("%s: not an HDF5 model file (%s)" % (path, str(exc).splitlines()[0]))
+    return meta, token_dict
+
+
+def load_model_file(path):
+    """``(keras_model, meta, token_dict)``; the model is loaded without compiling."""
+    meta, token_dict = read_meta(path)
+    model = keras.models.load_model(path, custom_objects=custom_objects(), compile=False)
+    return model, meta, token_dict
