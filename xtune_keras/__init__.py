@@ -23,6 +23,13 @@ if "keras" in sys.modules and not getattr(sys.modules["keras"], "__name__", "").
 
 
 
+def _import_and_register():
+    """compat first (repairs bert4keras), then every module that registers Keras custom objects,
+    so ``keras.models.load_model`` on an xtune .h5 works after a bare ``import xtune_keras``."""
+    from xtune_keras import compat  # noqa: F401
+    from xtune_keras import layers, losses, optimizers  # noqa: F401
+
+
 def _import_with_native_logs_parked():
     """Import TensorFlow (through compat) with file descriptor 2 parked in a temp file.
 
@@ -33,14 +40,14 @@ def _import_with_native_logs_parked():
     import tempfile
 
     if os.environ.get("XTUNE_NATIVE_LOGS") == "1":
-        from xtune_keras import compat  # noqa: F401
+        _import_and_register()
         return
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as parked:
         os.dup2(parked.fileno(), 2)
         try:
-            from xtune_keras import compat  # noqa: F401  (applies the bert4keras repairs once)
+            _import_and_register()
         except BaseException:
             os.dup2(saved, 2)
             parked.seek(0)
