@@ -75,35 +75,32 @@ def _first_line(exc):
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
-def transformer_variables(transformer):
-    """``{google_name: value}`` of a built bert4keras transformer, via its variable mapping."""
-    values = {}
+def _mapped_weights(transformer):
+    """``(google_name, keras_weight)`` pairs of a built bert4keras transformer's variable mapping."""
     for layer_name, names in transformer.variable_mapping().items():
         layer = transformer.layers.get(transformer.prefixed(layer_name))
-        if layer is None:
-            continue
-        for name, weight in zip(names, layer.trainable_weights):
-            value = weight.numpy()
-            if name == "cls/seq_relationship/output_weights":
-                value = value.T  # bert4keras stores it transposed (BERT.load_variable)
-            values[name] = value
-    return values
+        if layer is not None:
+            yield from zip(names, layer.trainable_weights)
+
+
+# bert4keras keeps this one transposed relative to the checkpoint (see BERT.load_variable).
+_TRANSPOSED = "cls/seq_relationship/output_weights"
+
+
+def transformer_variables(transformer):
+    """``{google_name: value}`` of a built bert4keras transformer, via its variable mapping."""
+    return {name: weight.numpy().T if name == _TRANSPOSED else weight.numpy()
+            for name, weight in _mapped_weights(transformer)}
 
 
 def expected_shapes(transformer):
     """``{google_name: shape}`` that a checkpoint must hold for this transformer."""
     shapes = {}
-    for layer_name, names in transformer.variable_mapping().items():
-        layer = transformer.layers.get(transformer.prefixed(layer_name))
-        if layer is None:
-            continue
-        for name, weight in zip(names, layer.trainable_weights):
-            shape = tuple(weight.shape)
-            if name == "cls/seq_relationship/output_weights":
-                shape = shape[::-1]
-            if name == "bert/embeddings/word_embeddings" and transformer.keep_tokens is not None:
-                continue  # keep_tokens selects rows: the stored vocabulary may be larger
-            shapes[name] = shape
+    for name, weight in _mapped_weights(transformer):
+        if name == "bert/embeddings/word_embeddings" and transformer.keep_tokens is not None:
+            continue  # keep_tokens selects rows: the stored vocabulary may be larger
+        shape = tuple(weight.shape)
+        shapes[name] = shape[::-1] if name == _TRANSPOSED else shape
     return shapes
 
 

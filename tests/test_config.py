@@ -1,0 +1,55 @@
+import pytest
+import yaml
+
+from xtune_keras.config import config_hash, load_config
+from xtune_keras.errors import XtuneError
+
+
+def write(tmp_path, data):
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return str(path)
+
+
+BASE = {"data": {"train": "t.csv", "valid": "v.csv"}, "encoder": {"dir": "ckpt"}}
+
+
+def test_defaults_fill_and_name_from_file(tmp_path):
+    config = load_config(write(tmp_path, BASE))
+    assert config["name"] == "exp"
+    assert config["train"]["monitor"] == "val_loss" and config["data"]["max_len"] == 128
+
+
+def test_yaml11_exponent_without_dot_is_a_number(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("data: {train: t.csv, valid: v.csv}\nencoder: {dir: c}\ntrain: {lr: 1e-3}\n")
+    assert load_config(str(path))["train"]["lr"] == 1e-3
+
+
+def test_overrides_parse_values(tmp_path):
+    config = load_config(write(tmp_path, BASE), ["train.epochs=7", "data.text2=[a, b]", "train.lr=2e-5"])
+    assert config["train"]["epochs"] == 7 and config["data"]["text2"] == ["a", "b"]
+    assert config["train"]["lr"] == 2e-5
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("data.txt1=x", "unknown key 'data.txt1'; valid keys at 'data': train, valid"),
+    ("bogus=1", "unknown key 'bogus'; valid keys at the top level: name, seed"),
+    ("train.monitor=val_f1", "train.monitor: unknown choice 'val_f1'; valid: val_loss"),
+    ("model.loss=hinge", "model.loss: unknown choice 'hinge'; valid: bce, ce"),
+    ("train.lr=fast", "'train.lr' must be a number"),
+    ("train.epochs=0", "train.epochs must be an integer >= 1"),
+    ("model.heads=[{type: mlp, width: 3}]", "unknown option 'width' for head 'mlp'; valid: units"),
+    ("trainlr", "expected key=value"),
+])
+def test_bad_config_names_the_key(tmp_path, override, fragment):
+    with pytest.raises(XtuneError, match=None) as info:
+        load_config(write(tmp_path, BASE), [override])
+    assert fragment in str(info.value)
+
+
+def test_hash_ignores_seed_and_output_only(tmp_path):
+    path = write(tmp_path, BASE)
+    base = config_hash(load_config(path))
+    assert config_hash(load_config(path, ["seed=5", "output.runs_dir=elsewhere"])) == base
+    assert config_hash(load_config(path, ["train.lr=1e-5"])) != base
