@@ -1,7 +1,13 @@
 """HEADS: the layers stacked on the encoder's sequence output, one registry entry per head.
 
-A head is ``fn(x, name, **options) -> tensor``. Heads compose in the order the YAML lists them,
-e.g. ``[{type: cls}, {type: mlp, units: [256]}]`` is the write-up's baseline "bert + mlp(256)".
+A head is ``fn(x, mask, name, **options) -> tensor``: ``x`` is a sequence ``[batch, tokens, dim]``
+or a vector ``[batch, dim]``, ``mask`` the float padding mask ``[batch, tokens]``. Heads compose in
+the order the YAML lists them, e.g. the write-up's variants
+
+    bert + mlp(256)                    [{type: cls}, {type: mlp, units: [256]}]
+    bert + mlp(512,256) + avg-pooling  [{type: mlp, units: [512, 256]}, {type: avg}]
+    bert + mlp(512,256) + textcnn      [{type: mlp, units: [512, 256]}, {type: textcnn}]
+
 Options are flat keyword arguments; an unknown option is a one-line error listing valid ones.
 """
 import inspect
@@ -9,15 +15,40 @@ import inspect
 from bert4keras.backend import keras
 
 from xtune_keras.errors import XtuneError
-from xtune_keras.layers import TokenSlice
+from xtune_keras.layers import MaskedPooling, TokenSlice, TransformerBlock
+
+POOLER_LAYER = "Pooler-Dense"  # takes the checkpoint's bert/pooler/dense weights (see model.py)
 
 
-def cls_head(x, name):
-    """The [CLS] vector of the sequence (Sun et al. 2019 classify from it)."""
+def _needs_sequence(x, name):
+    if len(x.shape) != 3:
+        raise XtuneError("model.heads: head %s needs a token sequence but gets a vector; put it "
+                         "before the pooling head" % name)
+
+
+def cls_head(x, mask, name):
+    """The [CLS] vector (Sun et al. 2019 classify from it)."""
+    _needs_sequence(x, name)
     return TokenSlice(index=0, name=name)(x)
 
 
-def mlp_head(x, name, units=(256,), activation="relu", dropout=0.1):
+def pooler_head(x, mask, name):
+    """[CLS] through BERT's pretrained pooler (Dense + tanh, trained on next-sentence prediction)."""
+    _needs_sequence(x, name)
+    cls = TokenSlice(index=0, name=name)(x)
+    return keras.layers.Dense(int(x.shape[-1]), activation="tanh", name=POOLER_LAYER)(cls)
+
+
+def _pooling_head(mode):
+    def head(x, mask, name):
+        _needs_sequence(x, name)
+        return MaskedPooling(mode, name=name)([x, mask])
+
+    head.__doc__ = "%s pooling over the real tokens (padding excluded)." % mode
+    return head
+
+
+def mlp_head(x, mask, name, units=(256,), activation="relu", dropout=0.1):
     """Dense layers (units list), each followed by dropout; works on vectors and sequences."""
     for i, n in enumerate(units):
         x = keras.layers.Dense(n, activation=activation, name="%s-dense-%d" % (name, i))(x)
@@ -26,16 +57,68 @@ def mlp_head(x, name, units=(256,), activation="relu", dropout=0.1):
     return x
 
 
+def textcnn_head(x, mask, name, kernel_sizes=(3, 4, 5), filters=128, activation="relu", dropout=0.1):
+    """Kim (2014) TextCNN: one Conv1D per kernel size, max over real tokens, concatenated."""
+    _needs_sequence(x, name)
+    pooled = []
+    for size in kernel_sizes:
+        conv = keras.layers.Conv1D(filters, size, padding="same", activation=activation,
+                                   name="%s-conv%d" % (name, size))(x)
+        pooled.append(MaskedPooling("max", name="%s-max%d" % (name, size))([conv, mask]))
+    x = keras.layers.Concatenate(name=name + "-concat")(pooled) if len(pooled) > 1 else pooled[0]
+    return keras.layers.Dropout(dropout, name=name + "-dropout")(x) if dropout else x
+
+
+def resnet_head(x, mask, name, blocks=2, units=256, activation="relu", dropout=0.1):
+    """Residual dense blocks (He et al. 2016): x + Dense(Dense(x)), then LayerNorm."""
+    width = int(x.shape[-1])
+    for i in range(blocks):
+        h = keras.layers.Dense(units, activation=activation, name="%s-%d-in" % (name, i))(x)
+        h = keras.layers.Dense(width, name="%s-%d-out" % (name, i))(h)
+        if dropout:
+            h = keras.layers.Dropout(dropout, name="%s-%d-dropout" % (name, i))(h)
+        x = keras.layers.Add(name="%s-%d-add" % (name, i))([x, h])
+        x = keras.layers.LayerNormalization(name="%s-%d-norm" % (name, i))(x)
+    return x
+
+
+def densenet_head(x, mask, name, blocks=3, growth=64, activation="relu", dropout=0.1):
+    """Densely connected blocks (Huang et al. 2017): each sees the concat of all before it."""
+    features = [x]
+    for i in range(blocks):
+        joined = features[0] if len(features) == 1 else keras.layers.Concatenate(
+            name="%s-%d-concat" % (name, i))(features)
+        h = keras.layers.Dense(growth, activation=activation, name="%s-%d-dense" % (name, i))(joined)
+        if dropout:
+            h = keras.layers.Dropout(dropout, name="%s-%d-dropout" % (name, i))(h)
+        features.append(h)
+    return keras.layers.Concatenate(name=name + "-out")(features)
+
+
+def transformer_head(x, mask, name, num_heads=2, key_dim=None, ff_units=None, dropout=0.1):
+    """One more transformer encoder block on top of the encoder, over the real tokens."""
+    _needs_sequence(x, name)
+    return TransformerBlock(num_heads, key_dim, ff_units, dropout, name=name)([x, mask])
+
+
 HEADS = {
     "cls": cls_head,
+    "pooler": pooler_head,
+    "avg": _pooling_head("avg"),
+    "max": _pooling_head("max"),
+    "min": _pooling_head("min"),
     "mlp": mlp_head,
+    "textcnn": textcnn_head,
+    "resnet": resnet_head,
+    "densenet": densenet_head,
+    "transformer": transformer_head,
 }
 
 
 def head_options(head_type):
     """Valid option names of a head type (its keyword arguments)."""
     params = inspect.signature(HEADS[head_type]).parameters
-    return [p for p in params if p not in ("x", "name")]
+    return [p for p in params if p not in ("x", "mask", "name")]
 
 
 def validate_head(spec, where):
@@ -52,10 +135,10 @@ def validate_head(spec, where):
                              % (where, key, spec["type"], ", ".join(valid) or "(none)"))
 
 
-def apply_heads(x, specs):
+def apply_heads(x, mask, specs):
     """Stack the heads in order; each gets a stable layer name ``head-<i>-<type>``."""
     for i, spec in enumerate(specs):
         validate_head(spec, "model.heads[%d]" % i)
         options = {k: v for k, v in spec.items() if k != "type"}
-        x = HEADS[spec["type"]](x, name="head-%d-%s" % (i, spec["type"]), **options)
+        x = HEADS[spec["type"]](x, mask, name="head-%d-%s" % (i, spec["type"]), **options)
     return x
