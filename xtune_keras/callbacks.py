@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 from bert4keras.backend import keras
 
+from xtune_keras.adversarial import saveable_model
 from xtune_keras.metrics import ACTIVATIONS, classification_metrics
 from xtune_keras.modelfile import save_model_file
 
@@ -88,7 +89,9 @@ class NamedH5Checkpoint(keras.callbacks.Callback):
         if self.best is None or self.better(value, self.best):
             self.best, self.best_epoch = float(value), epoch + 1
             meta = dict(self.meta, epoch=epoch + 1, monitor=self.monitor, monitor_value=float(value))
-            save_model_file(self.model, self.path, meta, self.token_dict, self.include_optimizer)
+            # the classifier, not an adversarial training wrapper around it
+            save_model_file(saveable_model(self.model), self.path, meta, self.token_dict,
+                            self.include_optimizer)
 
 
 def early_stopping(monitor, patience, restore_best=True):

@@ -12,7 +12,7 @@ import yaml
 
 from xtune_keras.errors import XtuneError
 from xtune_keras.heads import validate_head
-from xtune_keras.losses import LOSSES
+from xtune_keras.losses import validate_loss
 from xtune_keras.optimizers import OPTIMIZERS
 from xtune_keras.truncation import STRATEGIES
 
@@ -42,15 +42,36 @@ DEFAULTS = {
         "checkpoint": None,
         "vocab": None,
         "model": "bert",  # bert (roberta-wwm loads as bert) | albert
+        "output_layer": -1,  # transformer layer the heads read (0-based; -1 = last, -2 = 11th of 12)
+        "pool_layers": 1,  # combine the last k layers ending at output_layer (Sun et al.: 4)
+        "pool_mode": "concat",  # concat | mean | max
+        "freeze": False,  # true: the whole encoder is frozen (only the heads train)
+        "freeze_pattern": None,  # regex on layer names, e.g. "^Embedding-|^Transformer-[0-5]-"
+        "unfreeze_epoch": None,  # frozen layers start training after this many epochs
+        "dropout": None,  # hidden dropout; null: the checkpoint config's hidden_dropout_prob
+        "attention_dropout": None,  # null: attention_probs_dropout_prob of the config
     },
     "model": {
         "heads": [{"type": "cls"}, {"type": "mlp", "units": [256], "dropout": 0.1}],
-        "loss": "bce",  # bce (sigmoid, multi-label) | ce (softmax, single label)
-        "threshold": 0.5,
+        # bce | ce | focal | multilabel_ce, or {type: focal, alpha: 0.25, gamma: 2.0},
+        # {type: bce, label_smoothing: 0.1}; see xtune_keras/losses.py
+        "loss": "bce",
+        "threshold": 0.5,  # multi-label decision: a number, or "tuned" (per label, on validation)
     },
     "train": {
-        "optimizer": "adam",
-        "lr": 5e-4,
+        "optimizer": "adam",  # adam | adamw (google-research/bert: decay 0.01, clip 1.0, eps 1e-6)
+        "lr": 5e-4,  # the heads' LR; the encoder's is lr * encoder_lr_ratio
+        "encoder_lr_ratio": 1.0,  # the write-up's [5e-5, 2e-4]: lr 2e-4, ratio 0.25
+        "layer_decay": None,  # layer-wise LR decay xi (Sun et al. 2019 best: 0.95)
+        "lr_multipliers": None,  # {variable-name substring: factor}; 0 freezes what it names
+        "weight_decay": None,  # null: the optimizer's default (adam 0, adamw 0.01)
+        "clip_norm": None,  # global-norm clipping; null: default (adam none, adamw 1.0); 0: off
+        "warmup_steps": 0,  # linear warmup: steps, or a fraction of all steps if < 1 (BERT: 0.1)
+        "lr_decay": False,  # linear decay to 0 at the last step (google-research/bert)
+        "grad_accum_steps": 1,  # update every k batches with their mean gradient
+        "ema_momentum": None,  # exponential moving average of weights, e.g. 0.999
+        "adversarial": None,  # {method: fgm | pgd, epsilon: 1.0, alpha: 0.3, steps: 3}
+        "rdrop_alpha": 0.0,  # R-Drop (Liang et al. 2021) weight of the symmetric KL
         "batch_size": 64,
         "epochs": 5,
         "monitor": "val_loss",  # val_loss | val_acc | val_micro_f1 | val_macro_f1 | val_subset_acc
@@ -68,9 +89,11 @@ DEFAULTS = {
 
 MONITORS = ("val_loss", "val_acc", "val_subset_acc", "val_micro_f1", "val_macro_f1")
 # Keys whose value is a free-form mapping or list, not a section of further keys.
-OPAQUE = {("model", "heads")}
+OPAQUE = {("model", "heads"), ("model", "loss"), ("train", "lr_multipliers"), ("train", "adversarial")}
 # PyYAML follows YAML 1.1, where ``1e-3`` (no dot) is a string: numbers are coerced here.
-NUMBERS = {"train.lr", "model.threshold", "data.head_ratio", "data.valid_ratio"}
+NUMBERS = {"train.lr", "data.head_ratio", "data.valid_ratio", "encoder.dropout",
+           "encoder.attention_dropout", "train.encoder_lr_ratio", "train.layer_decay",
+           "train.weight_decay", "train.clip_norm", "train.ema_momentum", "train.rdrop_alpha"}
 
 
 def load_config(path, overrides=()):
@@ -146,7 +169,8 @@ def _coerce_number(value, dotted, path):
 
 def _choice(path, key, value, valid):
     if value not in valid:
-        raise XtuneError("%s: %s: unknown choice %r; valid: %s" % (path, key, value, ", ".join(valid)))
+        shown = ", ".join("null" if v is None else str(v) for v in valid)
+        raise XtuneError("%s: %s: unknown choice %r; valid: %s" % (path, key, value, shown))
 
 
 def validate(config, path):
@@ -161,20 +185,70 @@ def validate(config, path):
     if not data["text1"]:
         raise XtuneError("%s: data.text1 must name at least one column" % path)
     _choice(path, "data.truncation", data["truncation"], STRATEGIES)
-    _choice(path, "model.loss", model["loss"], LOSSES)
+    validate_loss(model["loss"], "%s: model.loss" % path)
+    validate_threshold(model, path)
     _choice(path, "train.optimizer", train["optimizer"], OPTIMIZERS)
+    train["warmup_steps"] = _coerce_number(train["warmup_steps"], "train.warmup_steps", path)
+    validate_adversarial(train, path)
     _choice(path, "train.monitor", train["monitor"], MONITORS)
     if not isinstance(model["heads"], list) or not model["heads"]:
         raise XtuneError("%s: model.heads must be a non-empty list of heads" % path)
     for i, head in enumerate(model["heads"]):
         validate_head(head, "%s: model.heads[%d]" % (path, i))
-    if not config["encoder"]["dir"] and not config["encoder"]["config"]:
-        raise XtuneError("%s: set encoder.dir (a Google-format BERT folder)" % path)
+    validate_encoder(config["encoder"], path)
     for key, low in (("data.max_len", 8), ("train.batch_size", 1), ("train.epochs", 1)):
         section, name = key.split(".")
         value = config[section][name]
         if not isinstance(value, int) or value < low:
             raise XtuneError("%s: %s must be an integer >= %d (got %r)" % (path, key, low, value))
+
+
+ADVERSARIAL_KEYS = ("method", "epsilon", "alpha", "steps")
+
+
+def validate_adversarial(train, path):
+    """``train.adversarial``: null, or a mapping whose keys are ADVERSARIAL_KEYS."""
+    spec = train["adversarial"]
+    if spec is None:
+        return
+    if not isinstance(spec, dict):
+        raise XtuneError("%s: train.adversarial must be a mapping with keys: %s"
+                         % (path, ", ".join(ADVERSARIAL_KEYS)))
+    for key, value in spec.items():
+        if key not in ADVERSARIAL_KEYS:
+            raise XtuneError("%s: unknown key 'train.adversarial.%s'; valid keys: %s"
+                             % (path, key, ", ".join(ADVERSARIAL_KEYS)))
+        if key in ("epsilon", "alpha"):
+            spec[key] = _coerce_number(value, "train.adversarial." + key, path)
+    _choice(path, "train.adversarial.method", spec.get("method"), ("fgm", "pgd", None))
+
+
+def validate_threshold(model, path):
+    threshold = model["threshold"]
+    if threshold == "tuned":
+        return
+    try:
+        model["threshold"] = float(threshold)
+    except (TypeError, ValueError):
+        raise XtuneError("%s: model.threshold must be a number in (0, 1) or \"tuned\" (got %r)"
+                         % (path, threshold))
+    if not 0.0 < model["threshold"] < 1.0:
+        raise XtuneError("%s: model.threshold must be in (0, 1) (got %r)" % (path, threshold))
+
+
+def validate_encoder(encoder, path):
+    if not encoder["dir"] and not encoder["config"]:
+        raise XtuneError("%s: set encoder.dir (a Google-format BERT folder)" % path)
+    _choice(path, "encoder.pool_mode", encoder["pool_mode"], ("concat", "mean", "max"))
+    for key in ("output_layer", "pool_layers"):
+        if not isinstance(encoder[key], int) or isinstance(encoder[key], bool):
+            raise XtuneError("%s: encoder.%s must be an integer (got %r)" % (path, key, encoder[key]))
+    unfreeze = encoder["unfreeze_epoch"]
+    if unfreeze is not None:
+        if not (encoder["freeze"] or encoder["freeze_pattern"]):
+            raise XtuneError("%s: encoder.unfreeze_epoch needs encoder.freeze or encoder.freeze_pattern" % path)
+        if not isinstance(unfreeze, int) or unfreeze < 1:
+            raise XtuneError("%s: encoder.unfreeze_epoch must be an integer >= 1 (got %r)" % (path, unfreeze))
 
 
 def config_hash(config):

@@ -13,9 +13,10 @@ Options are flat keyword arguments; an unknown option is a one-line error listin
 import inspect
 
 from bert4keras.backend import keras
+from bert4keras.layers import LayerNormalization  # bert4keras registers this name for .h5 loading
 
 from xtune_keras.errors import XtuneError
-from xtune_keras.layers import MaskedPooling, TokenSlice, TransformerBlock
+from xtune_keras.layers import MaskedPooling, TokenSlice, TransformerBlock, ZeroMasked
 
 POOLER_LAYER = "Pooler-Dense"  # takes the checkpoint's bert/pooler/dense weights (see model.py)
 
@@ -60,6 +61,7 @@ def mlp_head(x, mask, name, units=(256,), activation="relu", dropout=0.1):
 def textcnn_head(x, mask, name, kernel_sizes=(3, 4, 5), filters=128, activation="relu", dropout=0.1):
     """Kim (2014) TextCNN: one Conv1D per kernel size, max over real tokens, concatenated."""
     _needs_sequence(x, name)
+    x = ZeroMasked(name=name + "-zero-padding")([x, mask])
     pooled = []
     for size in kernel_sizes:
         conv = keras.layers.Conv1D(filters, size, padding="same", activation=activation,
@@ -78,7 +80,7 @@ def resnet_head(x, mask, name, blocks=2, units=256, activation="relu", dropout=0
         if dropout:
             h = keras.layers.Dropout(dropout, name="%s-%d-dropout" % (name, i))(h)
         x = keras.layers.Add(name="%s-%d-add" % (name, i))([x, h])
-        x = keras.layers.LayerNormalization(name="%s-%d-norm" % (name, i))(x)
+        x = LayerNormalization(epsilon=1e-12, name="%s-%d-norm" % (name, i))(x)
     return x
 
 

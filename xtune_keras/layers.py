@@ -43,6 +43,19 @@ class PaddingMask(keras.layers.Layer):
 
 
 @register
+class ZeroMasked(keras.layers.Layer):
+    """``[sequence, mask]`` -> the sequence with padded positions set to 0, so that a convolution
+    sees the same zeros past the last real token however long the batch's padding is."""
+
+    def call(self, inputs):
+        x, mask = inputs
+        return x * tf.cast(mask, x.dtype)[:, :, None]
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+
+@register
 class MaskedPooling(keras.layers.Layer):
     """Mean, max or min over the real tokens of ``[sequence, mask]`` (padding excluded)."""
 

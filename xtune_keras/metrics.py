@@ -20,9 +20,10 @@ ACTIVATIONS = {"sigmoid": sigmoid, "softmax": softmax}
 
 
 def decide(probs, multi_label, threshold=0.5):
-    """0/1 decisions: multi-label keeps every label above threshold, single label the argmax."""
+    """0/1 decisions: multi-label keeps every label above threshold (a scalar, or one per label
+    as from ``tune_thresholds``), single label the argmax."""
     if multi_label:
-        return (probs > threshold).astype(np.int8)
+        return (probs > np.asarray(threshold)).astype(np.int8)
     decided = np.zeros_like(probs, dtype=np.int8)
     decided[np.arange(len(probs)), probs.argmax(-1)] = 1
     return decided
@@ -54,6 +55,33 @@ def macro_f1(y_true, y_pred):
     if not seen.any():
         return 0.0
     return float(np.mean(2 * tp[seen] / (2 * tp[seen] + fp[seen] + fn[seen])))
+
+
+DEFAULT_GRID = np.linspace(0.05, 0.95, 19)
+
+
+def per_label_f1(y_true, y_pred):
+    """F1 of each label; 0 where a label is neither true nor predicted."""
+    tp, fp, fn = _counts(y_true, y_pred)
+    denominator = 2 * tp + fp + fn
+    return np.divide(2.0 * tp, denominator, out=np.zeros(len(tp)), where=denominator > 0)
+
+
+def tune_thresholds(y_true, probs, grid=None):
+    """Per label, the grid threshold with the best F1 on these (validation) examples.
+
+    Labels without a positive example keep 0.5: any threshold gives them F1 0, so there is
+    nothing to tune. Ties go to the threshold nearest 0.5, the untuned default, so a label that
+    is separated perfectly is not pushed to the edge of the grid.
+    """
+    grid = DEFAULT_GRID if grid is None else np.asarray(grid, dtype=np.float64)
+    # Candidates ordered by distance from 0.5: argmax returns the first of equal F1s.
+    candidates = grid[np.argsort(np.abs(grid - 0.5), kind="stable")]
+    y_true, probs = np.asarray(y_true), np.asarray(probs)
+    f1 = np.stack([per_label_f1(y_true, probs > t) for t in candidates])  # [candidates, labels]
+    thresholds = candidates[f1.argmax(axis=0)]
+    has_positive = y_true.astype(bool).any(axis=0)
+    return np.where(has_positive, thresholds, 0.5)
 
 
 def classification_metrics(y_true, probs, multi_label, threshold=0.5):

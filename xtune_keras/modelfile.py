@@ -32,6 +32,14 @@ def save_model_file(model, path, meta, token_dict, include_optimizer=False):
     os.replace(tmp, path)
 
 
+def update_meta(path, **changes):
+    """Change entries of the stored meta (e.g. thresholds tuned after training) in place."""
+    with h5py.File(path, "a") as f:
+        meta = json.loads(f[META_GROUP].attrs["meta"])
+        meta.update(changes)
+        f[META_GROUP].attrs["meta"] = json.dumps(meta, ensure_ascii=False)
+
+
 def read_meta(path):
     """``(meta, token_dict)`` from an xtune ``.h5``."""
     if not os.path.isfile(path):

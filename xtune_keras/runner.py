@@ -14,16 +14,20 @@ from bert4keras.backend import keras
 
 import xtune_keras
 from xtune_keras import callbacks as cb
-from xtune_keras.config import config_hash, dump_config
-from xtune_keras.data import LabelVocab, load_examples, split_examples
-from xtune_keras.encoders import build_tokenizer, resolve_encoder_paths
+from xtune_keras.adversarial import build_trainer
 from xtune_keras.batches import PaddedBatches
-from xtune_keras.losses import ACTIVATIONS, LOSSES
-from xtune_keras.model import build_classifier
-from xtune_keras.optimizers import build_optimizer
+from xtune_keras.config import config_hash, dump_config
+from xtune_keras.data import DEFAULT_THRESHOLD, LabelVocab, load_examples, split_examples
+from xtune_keras.encoders import build_tokenizer, read_config, resolve_encoder_paths
+from xtune_keras.losses import ACTIVATIONS, build_loss, loss_type
+from xtune_keras.metrics import ACTIVATIONS as NUMPY_ACTIVATIONS
+from xtune_keras.metrics import tune_thresholds
+from xtune_keras.model import build_classifier, freeze_layers, unfreeze_layers
+from xtune_keras.modelfile import update_meta
+from xtune_keras.optimizers import (
+    EMAWeights, build_optimizer, check_lr_multipliers, layer_lr_multipliers,
+)
 from xtune_keras.truncation import encode_examples
-
-PREDICT_BATCH = 64
 
 
 def set_seed(seed, deterministic):
@@ -55,15 +59,17 @@ def encode_split(tokenizer, examples, data):
     return encode_examples(tokenizer, examples, data["max_len"], data["truncation"], data["head_ratio"])
 
 
-def model_meta(config, labels):
+def model_meta(config, labels, activation):
     """What a saved .h5 must carry so that evaluate/predict can prepare raw text like training."""
     data, model = config["data"], config["model"]
     keys = ("text1", "text2", "label", "multi_label", "label_sep", "clean_patterns", "max_len",
             "truncation", "head_ratio", "lowercase")
     meta = {k: data[k] for k in keys}
+    threshold = model["threshold"]
     meta.update(
-        name=config["name"], labels=list(labels.names), loss=model["loss"],
-        activation=ACTIVATIONS[model["loss"]], threshold=model["threshold"],
+        name=config["name"], labels=list(labels.names), loss=model["loss"], activation=activation,
+        # "tuned" thresholds are found after training; until then 0.5 decides
+        threshold=DEFAULT_THRESHOLD if threshold == "tuned" else threshold,
         xtune_version=xtune_keras.__version__,
     )
     return meta
@@ -86,6 +92,50 @@ def finished_result(run_dir):
     return None
 
 
+def prepare_data(config):
+    """Examples, labels, tokenizer and token ids of every split; all input checks happen here."""
+    data, enc = config["data"], config["encoder"]
+    splits = {k: v for k, v in load_splits(data).items() if v is not None}
+    labels = LabelVocab.from_label_lists(*(s.labels for s in splits.values()))
+    paths = resolve_encoder_paths(enc["dir"], enc["config"], enc["checkpoint"], enc["vocab"])
+    tokenizer = build_tokenizer(paths["vocab"], data["lowercase"])
+    return {
+        "splits": splits, "labels": labels, "paths": paths, "tokenizer": tokenizer,
+        "encoded": {name: encode_split(tokenizer, ex, data) for name, ex in splits.items()},
+        "targets": {name: labels.encode(ex) for name, ex in splits.items()},
+    }
+
+
+def make_optimizer(train, classifier, num_layers, steps_per_epoch):
+    """The optimizer of ``train.*``: Adam/AdamW, warmup and linear decay, head vs encoder LR,
+    layer-wise decay, extra multipliers, gradient accumulation, EMA (see optimizers.py)."""
+    multipliers = {}
+    if train["layer_decay"] is not None or train["encoder_lr_ratio"] != 1:
+        multipliers = layer_lr_multipliers(num_layers, train["layer_decay"], train["encoder_lr_ratio"])
+    if train["lr_multipliers"]:
+        check_lr_multipliers(classifier, train["lr_multipliers"])
+        for key, factor in train["lr_multipliers"].items():
+            multipliers[key] = multipliers.get(key, 1.0) * factor
+    total_steps = train["epochs"] * steps_per_epoch
+    warmup = train["warmup_steps"]
+    if isinstance(warmup, float) and 0 < warmup < 1:  # a fraction of all steps (BERT used 0.1)
+        warmup = int(round(warmup * total_steps))
+    return build_optimizer(
+        train["optimizer"], train["lr"], weight_decay=train["weight_decay"], clip_norm=train["clip_norm"],
+        warmup_steps=warmup, total_steps=total_steps if train["lr_decay"] else None,
+        lr_multipliers=multipliers or None, grad_accum_steps=train["grad_accum_steps"],
+        ema_momentum=train["ema_momentum"],
+    )
+
+
+def make_trainer(classifier, train, activation):
+    adversarial = train["adversarial"] or {}
+    return build_trainer(classifier, method=adversarial.get("method"),
+                         epsilon=adversarial.get("epsilon", 1.0), alpha=adversarial.get("alpha", 0.3),
+                         steps=adversarial.get("steps", 3), rdrop_alpha=train["rdrop_alpha"],
+                         activation=activation)
+
+
 def run_experiment(config, force=False, echo=True):
     """Train one experiment with one seed; returns (and writes) its result dict."""
     run_dir = run_dir_of(config)
@@ -96,41 +146,40 @@ def run_experiment(config, force=False, echo=True):
         return done
     start = time.time()
     set_seed(config["seed"], config["train"]["deterministic"])
-    data, train = config["data"], config["train"]
-    splits = load_splits(data)
-    labels = LabelVocab.from_label_lists(*(s.labels for s in splits.values() if s is not None))
-    enc = config["encoder"]
-    paths = resolve_encoder_paths(enc["dir"], enc["config"], enc["checkpoint"], enc["vocab"])
-    tokenizer = build_tokenizer(paths["vocab"], data["lowercase"])
-    encoded = {name: encode_split(tokenizer, ex, data) for name, ex in splits.items() if ex is not None}
-    targets = {name: labels.encode(ex) for name, ex in splits.items() if ex is not None}
-
-    model = build_classifier(paths["config"], paths["checkpoint"], len(labels),
-                             config["model"]["heads"], config["encoder"]["model"])
-    loss_fn = LOSSES[config["model"]["loss"]]
-    model.compile(optimizer=build_optimizer(train["optimizer"], train["lr"]), loss=loss_fn,
-                  metrics=[keras.metrics.CategoricalAccuracy(name="acc")])
+    data, train, enc = config["data"], config["train"], config["encoder"]
+    prepared = prepare_data(config)
+    labels, targets = prepared["labels"], prepared["targets"]
+    classifier = build_model(config, prepared["paths"], len(labels))
+    frozen = freeze_layers(classifier, enc["freeze"], enc["freeze_pattern"])
+    loss = build_loss(config["model"]["loss"])
+    activation = ACTIVATIONS[loss_type(config["model"]["loss"])]
+    batches = {name: PaddedBatches(*prepared["encoded"][name], targets[name], batch_size=train["batch_size"],
+                                   shuffle=(name == "train"), seed=config["seed"])
+               for name in prepared["encoded"]}
+    num_layers = read_config(prepared["paths"]["config"])["num_hidden_layers"]
+    optimizer = make_optimizer(train, classifier, num_layers, len(batches["train"]))
+    model = make_trainer(classifier, train, activation)
+    compile_model(model, optimizer, loss)
 
     _prepare_run_dir(run_dir, config, labels)
-    batches = {name: PaddedBatches(*encoded[name], targets[name], batch_size=train["batch_size"],
-                                   shuffle=(name == "train"), seed=config["seed"])
-               for name in encoded}
     h5_path = h5_path_of(config)
-    meta = model_meta(config, labels)
-    checkpoint = cb.NamedH5Checkpoint(h5_path, train["monitor"], meta, tokenizer._token_dict,
+    meta = model_meta(config, labels, activation)
+    checkpoint = cb.NamedH5Checkpoint(h5_path, train["monitor"], meta, prepared["tokenizer"]._token_dict,
                                       train["save_optimizer"])
     callbacks = [
-        cb.ValidationMetrics(_inputs_only(batches["valid"]), targets["valid"], loss_fn,
-                             meta["activation"], data["multi_label"], config["model"]["threshold"]),
+        EMAWeights(),  # first: everything after it sees the averaged weights (a no-op without EMA)
+        cb.ValidationMetrics(_inputs_only(batches["valid"]), targets["valid"], loss,
+                             activation, data["multi_label"], meta["threshold"]),
         checkpoint,
         cb.early_stopping(train["monitor"], train["patience"], restore_best=False),
         cb.MetricsLogger(os.path.join(run_dir, "metrics.jsonl"), echo=echo),
     ]
     if config["output"]["tensorboard"]:
         callbacks.append(cb.tensorboard(os.path.join(run_dir, "tensorboard")))
-    history = model.fit(batches["train"], epochs=train["epochs"], callbacks=callbacks, verbose=0)
+    history = fit_in_phases(model, batches["train"], callbacks, train["epochs"], enc["unfreeze_epoch"],
+                            frozen, lambda: compile_model(model, optimizer, loss))
     if train["restore_best"] and checkpoint.best_epoch is not None:
-        model.load_weights(h5_path)
+        classifier.load_weights(h5_path)
 
     result = {
         "name": config["name"], "seed": config["seed"], "config_hash": config_hash(config),
@@ -138,15 +187,66 @@ def run_experiment(config, force=False, echo=True):
         "best_epoch": checkpoint.best_epoch, "epochs_run": len(history.epoch),
         "best": _epoch_logs(history, checkpoint.best_epoch),
         "num_labels": len(labels),
-        "examples": {name: len(ex) for name, ex in splits.items() if ex is not None},
+        "examples": {name: len(ex) for name, ex in prepared["splits"].items()},
     }
+    threshold = meta["threshold"]
+    if config["model"]["threshold"] == "tuned" and checkpoint.best_epoch is not None:
+        threshold = tune_and_store_thresholds(classifier, batches["valid"], targets["valid"], activation, h5_path)
+        result["thresholds"] = threshold
+        result["valid_tuned"] = _evaluate(classifier, batches["valid"], targets["valid"], loss, activation,
+                                          data["multi_label"], threshold)
     if "test" in batches:
-        logits = model.predict(_inputs_only(batches["test"]), verbose=0)
-        result["test"] = cb.evaluate_logits(logits, targets["test"], loss_fn, meta["activation"],
-                                            data["multi_label"], config["model"]["threshold"])
+        result["test"] = _evaluate(classifier, batches["test"], targets["test"], loss, activation,
+                                   data["multi_label"], threshold)
     result["seconds"] = round(time.time() - start, 2)
     _write_json(os.path.join(run_dir, "result.json"), result)
     return result
+
+
+def _evaluate(classifier, batches, y_true, loss, activation, multi_label, threshold):
+    logits = classifier.predict(_inputs_only(batches), verbose=0)
+    return cb.evaluate_logits(logits, y_true, loss, activation, multi_label, threshold)
+
+
+def tune_and_store_thresholds(classifier, valid_batches, y_true, activation, h5_path):
+    """Per-label thresholds that maximise each label's F1 on validation, written into the .h5."""
+    logits = classifier.predict(_inputs_only(valid_batches), verbose=0)
+    thresholds = tune_thresholds(y_true, NUMPY_ACTIVATIONS[activation](np.asarray(logits, np.float64)))
+    update_meta(h5_path, threshold=[float(t) for t in thresholds])
+    return [float(t) for t in thresholds]
+
+
+def build_model(config, paths, num_labels):
+    enc = config["encoder"]
+    return build_classifier(
+        paths["config"], paths["checkpoint"], num_labels, config["model"]["heads"], enc["model"],
+        output_layer=enc["output_layer"], pool_layers=enc["pool_layers"], pool_mode=enc["pool_mode"],
+        dropout=enc["dropout"], attention_dropout=enc["attention_dropout"],
+    )
+
+
+def compile_model(model, optimizer, loss_fn):
+    model.compile(optimizer=optimizer, loss=loss_fn,
+                  metrics=[keras.metrics.CategoricalAccuracy(name="acc")])
+
+
+def fit_in_phases(model, train_batches, callbacks, epochs, unfreeze_epoch, frozen, recompile):
+    """``fit`` for ``epochs``; with ``unfreeze_epoch`` the frozen layers join training after that
+    many epochs (gradual unfreezing, Howard & Ruder 2018). Keras needs a recompile to see a change
+    of ``trainable``; the optimizer object (and its slots) is kept. The History of both phases is
+    merged. EarlyStopping restarts its patience in the second phase."""
+    if not unfreeze_epoch or unfreeze_epoch >= epochs:
+        return model.fit(train_batches, epochs=epochs, callbacks=callbacks, verbose=0)
+    first = model.fit(train_batches, epochs=unfreeze_epoch, callbacks=callbacks, verbose=0)
+    if model.stop_training:
+        return first
+    unfreeze_layers(model, frozen)
+    recompile()
+    second = model.fit(train_batches, initial_epoch=unfreeze_epoch, epochs=epochs, callbacks=callbacks,
+                       verbose=0)
+    second.epoch = first.epoch + second.epoch
+    second.history = {k: first.history.get(k, []) + v for k, v in second.history.items()}
+    return second
 
 
 def _inputs_only(batches):

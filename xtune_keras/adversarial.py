@@ -1,0 +1,221 @@
+"""Adversarial training (FGM, PGD) and R-Drop as an eager-compatible Keras ``train_step``.
+
+bert4keras's own adversarial example rewrites the Keras 2.3 graph-mode training function; it does
+not run on TensorFlow 2.21. Here the same ideas are a ``keras.Model`` wrapping the classifier:
+
+* FGM (Miyato et al. 2017, "Adversarial Training Methods for Semi-Supervised Text
+  Classification"): perturb the token embeddings by ``r = epsilon * g / ||g||`` (``g``: gradient
+  of the loss w.r.t. the embedding matrix) and train on the clean plus the adversarial loss.
+* PGD (Madry et al. 2018, "Towards Deep Learning Models Resistant to Adversarial Attacks"):
+  ``steps`` ascent steps of size ``alpha`` inside the ``epsilon``-ball, adversarial gradients of
+  the last step added to the clean ones.
+* R-Drop (Liang et al. 2021, "R-Drop: Regularized Dropout for Neural Networks"): two dropout
+  passes, their mean task loss plus ``rdrop_alpha`` times the symmetric KL between them.
+
+The trainer is only the training loop. ``trainer.classifier`` is the model to save, reload and
+predict with (``saveable_model(model)`` picks it): a saved ``.h5`` holds nothing of the trainer,
+and ``load_weights`` of a classifier ``.h5`` must go to ``trainer.classifier`` too.
+"""
+import tensorflow as tf
+from bert4keras.backend import keras
+
+from xtune_keras.errors import XtuneError
+
+METHODS = ("fgm", "pgd")
+ACTIVATIONS = ("sigmoid", "softmax")
+EMBEDDING_LAYER = "Embedding-Token"
+
+
+def unit_direction(g):
+    """``g / ||g||`` (Frobenius norm); zero where the gradient is zero (no NaN)."""
+    return tf.math.divide_no_nan(g, tf.norm(g))
+
+
+def project_to_ball(r, epsilon):
+    """Shrink ``r`` onto the L2 ball of radius ``epsilon`` if it lies outside (PGD's projection)."""
+    return r * tf.minimum(1.0, epsilon / tf.maximum(tf.norm(r), 1e-12))
+
+
+def dense_gradient(g, variable):
+    """The embedding gradient is ``IndexedSlices`` (a gather); the perturbation needs it dense."""
+    if g is None:
+        return tf.zeros_like(variable)
+    return tf.convert_to_tensor(g)
+
+
+def add_gradients(a, b):
+    """``a + b``; two ``IndexedSlices`` stay sparse (duplicate rows are summed by the optimizer)."""
+    if a is None or b is None:
+        return b if a is None else a
+    if isinstance(a, tf.IndexedSlices) and isinstance(b, tf.IndexedSlices):
+        return tf.IndexedSlices(tf.concat([a.values, b.values], 0),
+                                tf.concat([a.indices, b.indices], 0), a.dense_shape)
+    return tf.convert_to_tensor(a) + tf.convert_to_tensor(b)
+
+
+def symmetric_kl(logits_p, logits_q, activation="sigmoid"):
+    """R-Drop's ``(KL(P||Q) + KL(Q||P)) / 2`` per example, from logits.
+
+    sigmoid: Bernoulli per label, averaged over labels like ``bce``; the symmetric sum reduces to
+    ``(p - q) * (a - b)`` for logits ``a, b``. softmax: categorical, summed over classes.
+    """
+    if activation == "sigmoid":
+        p, q = tf.sigmoid(logits_p), tf.sigmoid(logits_q)
+        return tf.reduce_mean((p - q) * (logits_p - logits_q), -1) / 2
+    log_p, log_q = tf.nn.log_softmax(logits_p), tf.nn.log_softmax(logits_q)
+    return tf.reduce_sum((tf.exp(log_p) - tf.exp(log_q)) * (log_p - log_q), -1) / 2
+
+
+def normalize_method(method):
+    return None if method in (None, False, "", "none") else method
+
+
+def check_options(method, epsilon, alpha, steps, rdrop_alpha, activation):
+    """One-line XtuneErrors naming the YAML key of a bad value."""
+    if method is not None and method not in METHODS:
+        raise XtuneError("train.adversarial.method: %r is not one of %s (or none)"
+                         % (method, ", ".join(METHODS)))
+    numbers = (("train.adversarial.epsilon", epsilon), ("train.adversarial.alpha", alpha))
+    for key, value in numbers:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise XtuneError("%s must be a number > 0 (got %r)" % (key, value))
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise XtuneError("train.adversarial.steps must be an integer >= 1 (got %r)" % (steps,))
+    if isinstance(rdrop_alpha, bool) or not isinstance(rdrop_alpha, (int, float)) or not rdrop_alpha >= 0:
+        raise XtuneError("train.rdrop_alpha must be a number >= 0 (got %r)" % (rdrop_alpha,))
+    if activation not in ACTIVATIONS:
+        raise XtuneError("model.loss: activation %r is not one of %s" % (activation, ", ".join(ACTIVATIONS)))
+
+
+class AdversarialTrainer(keras.Model):
+    """Wraps ``classifier`` (inputs -> logits) with an adversarial / R-Drop ``train_step``.
+
+    Compile the trainer (loss, metrics, optimizer) and ``fit`` it; save ``trainer.classifier``.
+    Logs: ``loss`` (the objective on clean inputs), ``adv_loss`` (on perturbed embeddings),
+    ``task_loss`` and ``rdrop_kl`` (with R-Drop), then the compiled metrics.
+    """
+
+    def __init__(self, classifier, method="fgm", epsilon=1.0, alpha=0.3, steps=3, rdrop_alpha=0.0,
+                 activation="sigmoid", embedding_layer=EMBEDDING_LAYER, **kwargs):
+        super().__init__(name=kwargs.pop("name", "adversarial_trainer"), **kwargs)
+        method = normalize_method(method)
+        check_options(method, epsilon, alpha, steps, rdrop_alpha, activation)
+        if method and embedding_layer not in [layer.name for layer in classifier.layers]:
+            raise XtuneError("train.adversarial: the model has no embedding layer %r to perturb"
+                             % embedding_layer)
+        self.classifier, self.method, self.embedding_layer = classifier, method, embedding_layer
+        self.epsilon, self.alpha, self.steps = float(epsilon), float(alpha), int(steps)
+        self.rdrop_alpha, self.activation = float(rdrop_alpha), activation
+        names = ["loss"] + (["adv_loss"] if method else [])
+        names += ["task_loss", "rdrop_kl"] if rdrop_alpha else []
+        # Own loss trackers: compiled_loss's tracker would average every pass (clean, adversarial).
+        self.trackers = [keras.metrics.Mean(name=n) for n in names]
+
+    @property
+    def embeddings(self):
+        return self.classifier.get_layer(self.embedding_layer).embeddings
+
+    @property
+    def metrics(self):
+        compiled = getattr(self, "compiled_metrics", None)
+        return list(self.trackers) + (compiled.metrics if compiled is not None else [])
+
+    def call(self, inputs, training=None):
+        return self.classifier(inputs, training=training)
+
+    def task_loss(self, y, logits, sample_weight=None):
+        return self.compiled_loss(y, logits, sample_weight, regularization_losses=self.classifier.losses)
+
+    def objective(self, x, y, sample_weight=None):
+        """``(loss, clean logits, extra logs)``: the task loss, or R-Drop's two-pass loss."""
+        if not self.rdrop_alpha:
+            logits = self(x, training=True)
+            return self.task_loss(y, logits, sample_weight), logits, {}
+        # Both dropout passes in one call on the batch stacked twice, as the R-Drop paper does.
+        twice = lambda t: None if t is None else tf.concat([t, t], 0)  # noqa: E731
+        both = self(tf.nest.map_structure(twice, x), training=True)
+        logits, logits2 = tf.split(both, 2, axis=0)
+        task = (self.task_loss(y, logits, sample_weight) + self.task_loss(y, logits2, sample_weight)) / 2
+        kl = tf.reduce_mean(symmetric_kl(logits, logits2, self.activation))
+        return task + self.rdrop_alpha * kl, logits, {"task_loss": task, "rdrop_kl": kl}
+
+    def loss_and_gradients(self, x, y, sample_weight, variables):
+        """Objective and its gradients w.r.t. ``variables`` and the embedding matrix (watched even
+        when frozen: the perturbation needs its gradient, the optimizer does not touch it)."""
+        embeddings = self.embeddings if self.method else None
+        with tf.GradientTape() as tape:
+            if embeddings is not None:
+                tape.watch(embeddings)
+            loss, logits, extra = self.objective(x, y, sample_weight)
+        grads = tape.gradient(loss, list(variables) + ([embeddings] if embeddings is not None else []))
+        g_embedding = grads.pop() if embeddings is not None else None
+        return loss, logits, extra, grads, g_embedding
+
+    def perturbed_gradients(self, x, y, sample_weight, variables, g_embedding):
+        """Loss and gradients at the adversarial embeddings, then the exact clean ones back."""
+        embeddings = self.embeddings
+        clean = tf.identity(embeddings)  # a snapshot: assigned back bit for bit, no r subtracted
+        g = dense_gradient(g_embedding, embeddings)
+        if self.method == "fgm":
+            r = self.epsilon * unit_direction(g)
+        else:  # PGD: the first steps only need the embedding gradient to move r
+            r = tf.zeros_like(clean)
+            for _ in range(self.steps - 1):
+                r = project_to_ball(r + self.alpha * unit_direction(g), self.epsilon)
+                embeddings.assign(clean + r)
+                g = dense_gradient(self.loss_and_gradients(x, y, sample_weight, [])[-1], embeddings)
+            r = project_to_ball(r + self.alpha * unit_direction(g), self.epsilon)
+        embeddings.assign(clean + r)
+        loss, _, _, grads, _ = self.loss_and_gradients(x, y, sample_weight, variables)
+        embeddings.assign(clean)
+        return loss, grads
+
+    def compute_gradients(self, data):
+        """``(gradients, variables, clean logits, logs)`` of one batch, nothing applied yet."""
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        variables = self.classifier.trainable_variables  # frozen layers stay out
+        loss, logits, logs, grads, g_embedding = self.loss_and_gradients(x, y, sample_weight, variables)
+        logs = dict(logs, loss=loss)
+        if self.method:
+            # Miyato et al. / Madry et al.: minimise clean + adversarial loss, i.e. sum the grads.
+            logs["adv_loss"], adv_grads = self.perturbed_gradients(x, y, sample_weight, variables,
+                                                                   g_embedding)
+            grads = [add_gradients(a, b) for a, b in zip(grads, adv_grads)]
+        return grads, variables, logits, logs
+
+    def train_step(self, data):
+        grads, variables, logits, logs = self.compute_gradients(data)
+        self.optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
+        _, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        return self.update_metrics(y, logits, sample_weight, logs)
+
+    def test_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        logits = self(x, training=False)
+        loss = self.task_loss(y, logits, sample_weight)
+        return self.update_metrics(y, logits, sample_weight, {"loss": loss})
+
+    def update_metrics(self, y, logits, sample_weight, logs):
+        batch = tf.shape(logits)[0]  # weight batch means by size, as Keras's own loss tracker does
+        for tracker in self.trackers:
+            if tracker.name in logs:
+                tracker.update_state(logs[tracker.name], sample_weight=batch)
+        self.compiled_metrics.update_state(y, logits, sample_weight)
+        results = {t.name: t.result() for t in self.trackers if t.name in logs}
+        results.update((m.name, m.result()) for m in self.compiled_metrics.metrics)
+        return results
+
+
+def build_trainer(classifier, method=None, epsilon=1.0, alpha=0.3, steps=3, rdrop_alpha=0.0,
+                  activation="sigmoid"):
+    """The classifier itself when neither adversarial training nor R-Drop is on, else a trainer."""
+    method = normalize_method(method)
+    check_options(method, epsilon, alpha, steps, rdrop_alpha, activation)
+    if method is None and not rdrop_alpha:
+        return classifier
+    return AdversarialTrainer(classifier, method, epsilon, alpha, steps, rdrop_alpha, activation)
+
+
+def saveable_model(model):
+    """What to save / ``load_weights`` into: the wrapped classifier, or the model itself."""
+    return model.classifier if isinstance(model, AdversarialTrainer) else model
