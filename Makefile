@@ -1,7 +1,7 @@
 # Two commands for a newcomer: `make demo` (install + main job) and `make test` (install + tests).
 # The install is two-step on purpose: bert4keras declares keras<=2.3.1, which no resolver can
-# satisfy next to TensorFlow 2.21, and tf-keras would pull a second full TensorFlow; both go in
-# with --no-deps after the resolvable packages.
+# satisfy next to TensorFlow 2.21, and tf-keras and tensorflow-text (for `xtune export`) would pull
+# a second full TensorFlow; they go in with --no-deps after the resolvable packages.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -17,7 +17,7 @@ $(STAMP): setup.py Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PIP) install -q "$(TF_PACKAGE)" tensorboard numpy pandas h5py pyyaml openpyxl pytest
-	$(PIP) install -q --no-deps "tf-keras==2.21.*" "bert4keras==0.11.5"
+	$(PIP) install -q --no-deps "tf-keras==2.21.*" "bert4keras==0.11.5" "tensorflow-text==2.21.*"
 	$(PIP) install -q --no-deps -e .
 	touch $(STAMP)
 

@@ -30,3 +30,45 @@ def test_experiment_builds_on_tiny_checkpoint(path, tiny_ckpt, tmp_path):
     result = run_experiment(load_config(path, overrides), echo=False)
     assert result["epochs_run"] == 1
     assert os.path.isfile(tmp_path / "model.h5")
+
+
+ABLATIONS = sorted(glob.glob(os.path.join(ROOT, "experiments", "ablations", "*.yaml")))
+
+
+@pytest.mark.parametrize("path", ABLATIONS, ids=os.path.basename)
+def test_every_ablation_variant_builds_on_tiny_checkpoint(path, tmp_path):
+    from xtune_keras.checkpoints import write_tiny_checkpoint
+    from xtune_keras.sweep import load_ablation, planned_runs
+
+    # 12 layers like BERT-base, so that rows choosing layer 10 or pooling the last 4 build too
+    tiny_ckpt = {"dir": str(tmp_path / "tiny12")}
+    write_tiny_checkpoint(tiny_ckpt["dir"], num_hidden_layers=12)
+    ablation = load_ablation(path, seeds=1)
+    base = load_config(ablation["base"])
+    data = base["data"]
+    paths = write_multilabel_csvs(str(tmp_path), text1=data["text1"][0], text2=data["text2"][0],
+                                  label=data["label"])
+    tiny = ["data.train=%s" % paths["train"], "data.valid=%s" % paths["valid"],
+            "encoder.dir=%s" % tiny_ckpt["dir"], "data.max_len=24", "train.batch_size=8",
+            "output.runs_dir=%s" % (tmp_path / "runs"), "output.h5=%s" % (tmp_path / "m.h5")]
+    for name, seed, overrides in planned_runs(ablation, tiny):
+        built = build_for_training(load_config(ablation["base"], overrides))
+        assert built.name in ("xtune_classifier", "adversarial_trainer"), name
+
+
+def build_for_training(config, num_labels=3, steps_per_epoch=4):
+    """Everything run_experiment builds before fit: classifier, freezing, loss, optimizer, trainer."""
+    from xtune_keras.encoders import read_config, resolve_encoder_paths
+    from xtune_keras.losses import ACTIVATIONS, build_loss, loss_type
+    from xtune_keras.model import freeze_layers
+    from xtune_keras.runner import build_model, compile_model, make_optimizer, make_trainer
+
+    enc = config["encoder"]
+    paths = resolve_encoder_paths(enc["dir"], enc["config"], enc["checkpoint"], enc["vocab"])
+    classifier = build_model(config, paths, num_labels)
+    freeze_layers(classifier, enc["freeze"], enc["freeze_pattern"])
+    optimizer = make_optimizer(config["train"], classifier, read_config(paths["config"])["num_hidden_layers"],
+                               steps_per_epoch)
+    model = make_trainer(classifier, config["train"], ACTIVATIONS[loss_type(config["model"]["loss"])])
+    compile_model(model, optimizer, build_loss(config["model"]["loss"]))
+    return model

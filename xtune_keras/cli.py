@@ -28,6 +28,30 @@ def cmd_predict(args):
     print("wrote %d predictions to %s" % (count, args.output))
 
 
+def cmd_export(args):
+    from xtune_keras.export import export_model
+
+    print(json.dumps(export_model(args.model, args.dir), indent=2, ensure_ascii=False))
+
+
+def cmd_ablate(args):
+    from xtune_keras.sweep import run_sweep
+
+    rows, tables = run_sweep(args.ablation, seeds=args.seeds, extra_overrides=args.overrides)
+    with open(tables["md"], encoding="utf-8") as f:
+        print(f.read(), end="")
+    print("tables: %s, %s" % (tables["md"], tables["csv"]))
+
+
+def cmd_report(args):
+    from xtune_keras.report import report_runs
+
+    rows, tables = report_runs(args.runs_dir, args.baseline)
+    with open(tables["md"], encoding="utf-8") as f:
+        print(f.read(), end="")
+    print("tables: %s, %s" % (tables["md"], tables["csv"]))
+
+
 def cmd_tiny_checkpoint(args):
     from xtune_keras.checkpoints import write_tiny_checkpoint
 
@@ -66,18 +90,35 @@ def build_parser():
     p.add_argument("--force", action="store_true", help="train again even if this run finished")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="metrics of MODEL.h5 on a labelled table")
+    p = sub.add_parser("evaluate", help="metrics of MODEL.h5 (or an exported folder) on a labelled table")
     p.add_argument("model")
     p.add_argument("data")
     p.add_argument("--threshold", type=float, default=None)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="labels and probabilities of MODEL.h5 on a table")
+    p = sub.add_parser("predict", help="labels and probabilities of MODEL.h5 (or an exported folder) on a table")
     p.add_argument("model")
     p.add_argument("data")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--threshold", type=float, default=None)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="MODEL.h5 as a SavedModel taking raw text: xtune export MODEL.h5 DIR")
+    p.add_argument("model")
+    p.add_argument("dir")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("ablate", help="variants x seeds of an ablation file, one process per run; "
+                                      "mean/variance table with Welch t-tests against row 0")
+    p.add_argument("ablation")
+    p.add_argument("overrides", nargs="*", help="applied to every run, e.g. data.train=...")
+    p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default: the file's list)")
+    p.set_defaults(func=cmd_ablate)
+
+    p = sub.add_parser("report", help="tables from the finished runs under RUNS_DIR")
+    p.add_argument("runs_dir")
+    p.add_argument("--baseline", default=None, help="the experiment name the t-tests compare with")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("tiny-checkpoint", help="write a tiny random Google-format BERT (for tests)")
     p.add_argument("dir")

@@ -1,4 +1,5 @@
-"""evaluate / predict with a trained ``.h5``: raw text prepared exactly as in training."""
+"""evaluate / predict with a trained ``.h5`` (or its ``xtune export`` SavedModel folder): raw text
+prepared exactly as in training."""
 import os
 
 import numpy as np
@@ -32,12 +33,26 @@ def predict_probs(model, meta, token_dict, examples):
     return ACTIVATIONS[meta["activation"]](np.asarray(logits, dtype=np.float64))
 
 
+def open_model(model_path):
+    """``(meta, probabilities_of(examples, data_path))`` of an .h5 file or an exported folder.
+
+    A SavedModel folder is fed the raw text through ``serving_default`` (its in-graph tokenizer);
+    its meta (labels, threshold, ...) comes from the export.
+    """
+    if os.path.isdir(model_path):
+        from xtune_keras.export import open_saved_model
+
+        return open_saved_model(model_path, batch_size=PREDICT_BATCH)
+    model, meta, vocab = load_model_file(model_path)
+    return meta, lambda examples, data_path: predict_probs(model, meta, vocab, examples)
+
+
 def evaluate_file(model_path, data_path, threshold=None):
     """Metrics of a model on a labelled table; unknown labels are an error naming the row."""
-    model, meta, vocab = load_model_file(model_path)
+    meta, probabilities_of = open_model(model_path)
     examples = read_examples(meta, data_path, with_labels=True)
     y_true = LabelVocab(meta["labels"]).encode(examples)
-    probs = predict_probs(model, meta, vocab, examples)
+    probs = probabilities_of(examples, data_path)
     threshold = meta["threshold"] if threshold is None else threshold
     return dict(classification_metrics(y_true, probs, meta["multi_label"], threshold),
                 examples=len(examples))
@@ -45,9 +60,9 @@ def evaluate_file(model_path, data_path, threshold=None):
 
 def predict_file(model_path, data_path, out_path, threshold=None):
     """Write ``row, labels, prob_<label>...`` to ``out_path`` (atomically); returns the row count."""
-    model, meta, vocab = load_model_file(model_path)
+    meta, probabilities_of = open_model(model_path)
     examples = read_examples(meta, data_path, with_labels=False)
-    probs = predict_probs(model, meta, vocab, examples)
+    probs = probabilities_of(examples, data_path)
     threshold = meta["threshold"] if threshold is None else threshold
     labels = LabelVocab(meta["labels"])
     decided = labels.decode(probs, threshold=threshold, multi_label=meta["multi_label"])

@@ -1,0 +1,120 @@
+"""Ablation: variants x seeds, each run in its own process, table from disk, resume."""
+import os
+import time
+
+import pytest
+import yaml
+
+from tests.helpers import write_experiment, write_multilabel_csvs
+from xtune_keras.errors import XtuneError
+from xtune_keras.report import collect_results, mean_and_variance, student_t_two_sided_p, welch_t_test
+from xtune_keras.sweep import load_ablation, run_sweep
+
+
+def write_ablation(tmp_path, tiny_ckpt, variants, seeds=(0, 1)):
+    data = write_multilabel_csvs(str(tmp_path))
+    write_experiment(str(tmp_path / "base.yaml"), data, tiny_ckpt["dir"], str(tmp_path),
+                     train={"epochs": 3}, output={"runs_dir": str(tmp_path / "runs"), "h5": None})
+    path = tmp_path / "ablation.yaml"
+    path.write_text(yaml.safe_dump({"base": "base.yaml", "epochs": 1, "seeds": list(seeds),
+                                    "variants": variants}), encoding="utf-8")
+    return str(path)
+
+
+VARIANTS = [
+    {"name": "row0_baseline"},
+    {"name": "row1_lr", "overrides": {"train.lr": 5.0e-3}},
+    {"name": "row2_avg_pooling", "overrides": {"model.heads": [{"type": "mlp", "units": [7]}, {"type": "avg"}]}},
+]
+
+
+@pytest.fixture(scope="module")
+def sweep(tiny_ckpt, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sweep")
+    previous = os.getcwd()
+    os.chdir(tmp)  # the default .h5 path (checkpoints/<name>.h5) is relative to the working dir
+    try:
+        path = write_ablation(tmp, tiny_ckpt, VARIANTS)
+        rows, tables = run_sweep(path, echo=False)
+        yield {"tmp": tmp, "path": path, "rows": rows, "tables": tables}
+    finally:
+        os.chdir(previous)
+
+
+def test_table_has_one_row_per_variant_with_mean_and_variance(sweep):
+    rows = sweep["rows"]
+    assert [r["variant"] for r in rows] == ["row0_baseline", "row1_lr", "row2_avg_pooling"]
+    for row in rows:
+        assert row["runs"] == 2 and row["seeds"] == "0 1"
+        assert 0.0 <= row["val_acc_mean"] <= 1.0 and row["val_acc_var"] >= 0.0
+    assert rows[0]["t"] is None
+    results = [r for r in collect_results(str(sweep["tmp"] / "runs")) if r["name"] == "row1_lr"]
+    mean, variance = mean_and_variance([r["best"]["val_acc"] for r in results])
+    assert rows[1]["val_acc_mean"] == pytest.approx(mean) and rows[1]["val_acc_var"] == pytest.approx(variance)
+    with open(sweep["tables"]["md"], encoding="utf-8") as f:
+        text = f.read()
+    assert "| row2_avg_pooling | 2 |" in text
+
+
+def test_every_run_used_one_epoch_and_its_own_seed(sweep):
+    results = collect_results(str(sweep["tmp"] / "runs"))
+    assert len(results) == 6
+    assert sorted((r["name"], r["seed"]) for r in results) == sorted(
+        (v["name"], s) for v in VARIANTS for s in (0, 1))
+    assert all(r["epochs_run"] == 1 for r in results)
+
+
+def test_rerun_skips_finished_runs_and_resumes_missing_ones(sweep):
+    start = time.time()
+    rows, _ = run_sweep(sweep["path"], echo=False)
+    assert time.time() - start < 20  # nothing retrained: no TensorFlow process was started
+    assert rows == sweep["rows"]
+    victim = [r for r in collect_results(str(sweep["tmp"] / "runs")) if r["name"] == "row1_lr" and r["seed"] == 1][0]
+    os.remove(os.path.join(victim["run_dir"], "result.json"))  # as if killed before finishing
+    rows, _ = run_sweep(sweep["path"], echo=False)
+    assert rows == sweep["rows"]  # same seed, same metrics: the table is unchanged
+
+
+def test_t_distribution_matches_printed_critical_values():
+    # two-sided 5% and 1% critical values from any Student's t table
+    for t, df, p in ((12.706, 1, 0.05), (2.571, 5, 0.05), (2.228, 10, 0.05), (2.042, 30, 0.05),
+                     (63.657, 1, 0.01), (3.169, 10, 0.01)):
+        assert student_t_two_sided_p(t, df) == pytest.approx(p, abs=2e-4)
+
+
+def test_welch_statistic_and_degrees_of_freedom():
+    a, b = [1.0, 2.0, 3.0, 4.0], [2.0, 4.0, 6.0, 8.0, 10.0]
+    t, df, p = welch_t_test(a, b)
+    va, vb = 5.0 / 3.0 / 4, 10.0 / 5  # sample variances over sizes: 1.6667/4 and 10/5
+    assert t == pytest.approx((2.5 - 6.0) / (va + vb) ** 0.5)
+    assert df == pytest.approx((va + vb) ** 2 / (va ** 2 / 3 + vb ** 2 / 4))
+    assert p == pytest.approx(student_t_two_sided_p(t, df))
+    assert welch_t_test([1.0], b) is None
+
+
+@pytest.mark.parametrize("variants, message", [
+    ([{"name": "a"}, {"name": "a"}], "variant names must be unique"),
+    ([{"name": "a", "overides": {}}], "unknown key 'overides'; valid keys: name, overrides"),
+    ([{"name": "a", "overrides": {"train.lrr": 1}}], "unknown key 'train.lrr'"),
+])
+def test_bad_ablation_fails_before_any_run(tiny_ckpt, tmp_path, variants, message):
+    path = write_ablation(tmp_path, tiny_ckpt, variants)
+    with pytest.raises(XtuneError, match=message):
+        run_sweep(path, echo=False)
+    assert not os.path.exists(tmp_path / "runs")
+
+
+def test_seeds_option_overrides_the_file(tiny_ckpt, tmp_path):
+    path = write_ablation(tmp_path, tiny_ckpt, VARIANTS, seeds=(7,))
+    assert load_ablation(path)["seeds"] == [7]
+    assert load_ablation(path, seeds=5)["seeds"] == [0, 1, 2, 3, 4]
+
+
+def test_report_reads_any_runs_folder(sweep):
+    from xtune_keras.report import report_runs
+
+    rows, tables = report_runs(str(sweep["tmp"] / "runs"), baseline="row0_baseline")
+    assert {r["variant"] for r in rows} == {"row0_baseline", "row1_lr", "row2_avg_pooling"}
+    assert rows[0]["variant"] == "row0_baseline" and os.path.isfile(tables["csv"])
+    with pytest.raises(XtuneError, match="no finished run named 'nope'"):
+        report_runs(str(sweep["tmp"] / "runs"), baseline="nope")
