@@ -118,3 +118,30 @@ def test_report_reads_any_runs_folder(sweep):
     assert rows[0]["variant"] == "row0_baseline" and os.path.isfile(tables["csv"])
     with pytest.raises(XtuneError, match="no finished run named 'nope'"):
         report_runs(str(sweep["tmp"] / "runs"), baseline="nope")
+
+
+def test_sweep_killed_with_sigkill_resumes_to_the_same_table(sweep, tiny_ckpt, tmp_path):
+    """Kill `xtune ablate` (and its training child) mid-sweep, run it again: same table as the
+    uninterrupted sweep, because every run is deterministic and finished runs are kept."""
+    import signal
+    import subprocess
+    import sys
+
+    path = write_ablation(tmp_path, tiny_ckpt, VARIANTS)
+    command = [sys.executable, "-m", "xtune_keras.cli", "ablate", path]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline = time.time() + 300
+    while len(collect_results(str(tmp_path / "runs"))) < 2 and time.time() < deadline:
+        assert process.poll() is None, "the sweep ended before it could be killed"
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)  # the whole group: the sweep and the run in progress
+    process.wait()
+    assert 2 <= len(collect_results(str(tmp_path / "runs"))) < 6
+    previous = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        rows, _ = run_sweep(path, echo=False)
+    finally:
+        os.chdir(previous)
+    assert rows == sweep["rows"]
