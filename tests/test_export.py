@@ -48,6 +48,8 @@ CORPUS = [
 ]
 STRATEGY_CASES = [("head", 0.25), ("tail", 0.25), ("head+tail", 0.25), ("head+tail", 0.5),
                   ("head+tail", 0.0), ("head+tail", 1.0), ("head+tail", 0.3)]
+# (text1 rule, text2 rule): the write-up's head of a text in text1 and its tail in text2, and more
+SEGMENT_CASES = [("head", "tail"), ("tail", "head"), ("head+tail", "tail")]
 
 
 def strings(texts):
@@ -194,6 +196,22 @@ def test_encode_pairs_match_encode_pair(strategy, head_ratio, with_text2, tmp_pa
         ids, segments = encode_pairs(graph.token_ids(strings(first)), tokens2, has_second, max_len,
                                      strategy, head_ratio, graph.cls_id, graph.sep_id)
         expected = [encode_pair(reference, a, b, max_len, strategy, head_ratio) for a, b in zip(first, second)]
+        assert ids.numpy().tolist() == sequence_padding([e[0] for e in expected]).tolist(), max_len
+        assert segments.numpy().tolist() == sequence_padding([e[1] for e in expected]).tolist(), max_len
+
+
+@pytest.mark.parametrize("strategy,strategy2", SEGMENT_CASES)
+def test_encode_pairs_match_encode_pair_with_a_rule_per_segment(strategy, strategy2, tmp_path):
+    token_dict = corpus_vocab(True)
+    reference = Tokenizer(token_dict, do_lower_case=True)
+    graph = graph_tokenizer(token_dict, True, tmp_path)
+    first, second = CORPUS, CORPUS[::-1]
+    has_second = tf.constant([bool(t) for t in second])
+    tokens2 = graph.token_ids(tf.where(has_second, strings(second), ""))
+    for max_len in (5, 16, 40):
+        ids, segments = encode_pairs(graph.token_ids(strings(first)), tokens2, has_second, max_len,
+                                     strategy, 0.3, graph.cls_id, graph.sep_id, strategy2)
+        expected = [encode_pair(reference, a, b, max_len, strategy, 0.3, strategy2) for a, b in zip(first, second)]
         assert ids.numpy().tolist() == sequence_padding([e[0] for e in expected]).tolist(), max_len
         assert segments.numpy().tolist() == sequence_padding([e[1] for e in expected]).tolist(), max_len
 

@@ -40,6 +40,7 @@ OPTION_SETS = {
     "textcnn_stack": ["model.heads=[{type: mlp, units: [9, 7]}, {type: textcnn, kernel_sizes: [2, 3], filters: 4}]"],
     "avg_stack": ["model.heads=[{type: mlp, units: [9, 7]}, {type: avg}]"],
     "dropouts": ["encoder.dropout=0.2", "encoder.attention_dropout=0.05"],
+    "rule_per_segment": ["data.truncation=head", "data.truncation2=tail", "data.max_len=12"],
 }
 
 

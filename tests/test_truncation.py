@@ -132,6 +132,16 @@ def test_pair_truncation_by_strategy(tokenizer, strategy, expected):
     assert segments == [0] * 7 + [1] * 2
 
 
+def test_a_rule_per_segment_head_of_text_in_text1_tail_in_text2(tokenizer):
+    # The write-up's last data variant: the same long text, its head as text1, its tail as text2.
+    text = "0 1 2 3 4 5 6 7 8 9"
+    ids, segments = encode_pair(tokenizer, text, text, 11, strategy="head", strategy2="tail")
+    assert ids_to_tokens(tokenizer, ids) == ["[CLS]"] + list("0123") + ["[SEP]"] + list("6789") + ["[SEP]"]
+    assert segments == [0] * 6 + [1] * 5
+    with pytest.raises(XtuneError, match="data.truncation2: unknown strategy 'middle'"):
+        encode_pair(tokenizer, text, text, 11, strategy2="middle")
+
+
 def test_head_plus_tail_single_segment(tokenizer):
     ids, _ = encode_pair(tokenizer, "0 1 2 3 4 5 6 7 8 9", None, 10, strategy="head+tail")
     assert ids_to_tokens(tokenizer, ids) == ["[CLS]", "0", "1", "4", "5", "6", "7", "8", "9", "[SEP]"]

@@ -33,6 +33,7 @@ DEFAULTS = {
         "clean_patterns": [],  # regexes removed from every text (e.g. repeated templates)
         "max_len": 128,
         "truncation": "head",  # head | tail | head+tail (Sun et al. 2019)
+        "truncation2": None,  # rule for text2 if different, e.g. head of a text in text1, tail in text2
         "head_ratio": 0.25,  # head+tail: share of the budget kept from the head (128 of 510)
         "lowercase": True,
     },
@@ -185,6 +186,7 @@ def validate(config, path):
     if not data["text1"]:
         raise XtuneError("%s: data.text1 must name at least one column" % path)
     _choice(path, "data.truncation", data["truncation"], STRATEGIES)
+    _choice(path, "data.truncation2", data["truncation2"], STRATEGIES + (None,))
     validate_loss(model["loss"], "%s: model.loss" % path)
     validate_threshold(model, path)
     _choice(path, "train.optimizer", train["optimizer"], OPTIMIZERS)

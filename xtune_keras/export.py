@@ -312,16 +312,18 @@ def truncate_rows(tokens, budgets, strategy, head_ratio):
     return tf.ragged.boolean_mask(tokens, tokens.with_flat_values(keep))
 
 
-def encode_pairs(tokens1, tokens2, has_second, max_len, strategy, head_ratio, cls_id, sep_id):
+def encode_pairs(tokens1, tokens2, has_second, max_len, strategy, head_ratio, cls_id, sep_id,
+                 strategy2=None):
     """``truncation.encode_pair`` for a batch: padded int32 ``(token_ids, segment_ids)``.
 
-    ``tokens2`` rows must be empty where ``has_second`` is false.
+    ``tokens2`` rows must be empty where ``has_second`` is false; ``strategy2`` (default:
+    ``strategy``) truncates the second segment.
     """
     has_second = tf.cast(has_second, tf.int64)
     budget = max_len - 2 - has_second
     budget1, budget2 = split_budgets(tokens1.row_lengths(), tokens2.row_lengths(), budget)
     part1 = truncate_rows(tokens1, budget1, strategy, head_ratio)
-    part2 = truncate_rows(tokens2, budget2, strategy, head_ratio)
+    part2 = truncate_rows(tokens2, budget2, strategy2 or strategy, head_ratio)
     batch = tf.shape(has_second, out_type=tf.int64)[0]
     cls = _ragged_fill(cls_id, tf.ones([batch], tf.int64))
     sep = _ragged_fill(sep_id, tf.ones([batch], tf.int64))
@@ -423,7 +425,8 @@ class ServingModule(tf.Module):
             tokens2 = tf.RaggedTensor.from_row_lengths(
                 tf.zeros([0], tf.int64), tf.zeros_like(text1, dtype=tf.int64))
         return encode_pairs(tokens1, tokens2, has_second, int(meta["max_len"]), meta["truncation"],
-                            float(meta["head_ratio"]), self.tokenizer.cls_id, self.tokenizer.sep_id)
+                            float(meta["head_ratio"]), self.tokenizer.cls_id, self.tokenizer.sep_id,
+                            meta.get("truncation2"))
 
     def _classify(self, token_ids, segment_ids):
         meta = self._settings.meta
@@ -444,8 +447,8 @@ def check_exportable(meta, token_dict):
                 "lowercase", "multi_label", "label_sep"):
         if key not in meta:
             raise XtuneError("model meta has no %r; re-save the model with this xtune version" % key)
-    if meta["truncation"] not in STRATEGIES:
-        raise XtuneError("model meta: unknown truncation %r" % (meta["truncation"],))
+    if meta["truncation"] not in STRATEGIES or meta.get("truncation2") not in STRATEGIES + (None,):
+        raise XtuneError("model meta: unknown truncation %r / %r" % (meta["truncation"], meta.get("truncation2")))
     if meta["activation"] not in ACTIVATIONS:
         raise XtuneError("model meta: unknown activation %r" % (meta["activation"],))
     threshold = meta["threshold"]

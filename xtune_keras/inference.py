@@ -28,7 +28,7 @@ def predict_probs(model, meta, token_dict, examples):
     """Per-label probabilities, tokenized with the vocab and truncation rule stored in the .h5."""
     tokenizer = Tokenizer(token_dict, do_lower_case=meta["lowercase"])
     ids, segs = encode_examples(tokenizer, examples, meta["max_len"], meta["truncation"],
-                                meta["head_ratio"])
+                                meta["head_ratio"], meta.get("truncation2"))  # absent in older files
     logits = model.predict(PaddedBatches(ids, segs, None, PREDICT_BATCH), verbose=0)
     return ACTIVATIONS[meta["activation"]](np.asarray(logits, dtype=np.float64))
 

@@ -56,14 +56,15 @@ def load_splits(data):
 
 
 def encode_split(tokenizer, examples, data):
-    return encode_examples(tokenizer, examples, data["max_len"], data["truncation"], data["head_ratio"])
+    return encode_examples(tokenizer, examples, data["max_len"], data["truncation"], data["head_ratio"],
+                           data["truncation2"])
 
 
 def model_meta(config, labels, activation):
     """What a saved .h5 must carry so that evaluate/predict can prepare raw text like training."""
     data, model = config["data"], config["model"]
     keys = ("text1", "text2", "label", "multi_label", "label_sep", "clean_patterns", "max_len",
-            "truncation", "head_ratio", "lowercase")
+            "truncation", "truncation2", "head_ratio", "lowercase")
     meta = {k: data[k] for k in keys}
     threshold = model["threshold"]
     meta.update(

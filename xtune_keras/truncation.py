@@ -13,11 +13,11 @@ DEFAULT_HEAD_RATIO = 0.25
 CLS, SEP = "[CLS]", "[SEP]"
 
 
-def check_strategy(strategy, head_ratio=DEFAULT_HEAD_RATIO):
+def check_strategy(strategy, head_ratio=DEFAULT_HEAD_RATIO, key="data.truncation"):
     """Raise an XtuneError naming the YAML key when ``strategy`` or ``head_ratio`` is invalid."""
     if strategy not in STRATEGIES:
         raise XtuneError(
-            "data.truncation: unknown strategy %r; valid: %s" % (strategy, ", ".join(STRATEGIES))
+            "%s: unknown strategy %r; valid: %s" % (key, strategy, ", ".join(STRATEGIES))
         )
     if isinstance(head_ratio, bool) or not isinstance(head_ratio, numbers.Real) or not 0 <= head_ratio <= 1:
         raise XtuneError("data.head_ratio: must be a number between 0 and 1, got %r" % (head_ratio,))
@@ -55,12 +55,17 @@ def split_budget(len1, len2, budget):
     return budget - budget // 2, budget // 2
 
 
-def encode_pair(tokenizer, text1, text2, max_len, strategy="head", head_ratio=DEFAULT_HEAD_RATIO):
+def encode_pair(tokenizer, text1, text2, max_len, strategy="head", head_ratio=DEFAULT_HEAD_RATIO,
+                strategy2=None):
     """``(token_ids, segment_ids)`` of ``[CLS] text1 [SEP] (text2 [SEP])``, at most ``max_len`` long.
 
     An empty ``text2`` is treated as absent, as google-research/bert's run_classifier does.
+    ``strategy2`` is the rule for text2 (default: ``strategy``); the write-up's last data variant
+    puts the head of an appeal in text1 and its tail in text2 (``head`` / ``tail``).
     """
+    strategy2 = strategy2 or strategy
     check_strategy(strategy, head_ratio)
+    check_strategy(strategy2, head_ratio, key="data.truncation2")
     first = _bare_tokens(tokenizer, text1)
     second = _bare_tokens(tokenizer, text2) if text2 else None
     specials = 3 if second is not None else 2
@@ -74,7 +79,7 @@ def encode_pair(tokenizer, text1, text2, max_len, strategy="head", head_ratio=DE
         return tokenizer.tokens_to_ids(tokens), [0] * len(tokens)
     budget1, budget2 = split_budget(len(first), len(second), budget)
     part1 = [CLS] + truncate(first, budget1, strategy, head_ratio) + [SEP]
-    part2 = truncate(second, budget2, strategy, head_ratio) + [SEP]
+    part2 = truncate(second, budget2, strategy2, head_ratio) + [SEP]
     return tokenizer.tokens_to_ids(part1 + part2), [0] * len(part1) + [1] * len(part2)
 
 
@@ -88,13 +93,14 @@ def _bare_tokens(tokenizer, text):
     return tokens
 
 
-def encode_examples(tokenizer, examples, max_len, strategy="head", head_ratio=DEFAULT_HEAD_RATIO):
+def encode_examples(tokenizer, examples, max_len, strategy="head", head_ratio=DEFAULT_HEAD_RATIO,
+                    strategy2=None):
     """Token id lists and segment id lists of every example (unpadded)."""
     check_strategy(strategy, head_ratio)
     second = examples.text2 if examples.text2 is not None else [None] * len(examples)
     token_ids, segment_ids = [], []
     for text1, text2 in zip(examples.text1, second):
-        tokens, segments = encode_pair(tokenizer, text1, text2, max_len, strategy, head_ratio)
+        tokens, segments = encode_pair(tokenizer, text1, text2, max_len, strategy, head_ratio, strategy2)
         token_ids.append(tokens)
         segment_ids.append(segments)
     return token_ids, segment_ids
