@@ -1,5 +1,4 @@
 """Shared fixtures: a tiny Google-format checkpoint (odd sizes) written once per session."""
-import os
 
 import pytest
 

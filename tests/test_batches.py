@@ -8,7 +8,7 @@ def test_batches_pad_to_their_own_longest_sequence():
     segs = [[0] * len(x) for x in ids]
     labels = np.eye(4, dtype=np.float32)
     batches = PaddedBatches(ids, segs, labels, batch_size=2)
-    (x0, y0), (x1, y1) = batches[0], batches[1]
+    (x0, _), (x1, y1) = batches[0], batches[1]
     assert x0["Input-Token"].shape == (2, 5) and x1["Input-Token"].shape == (2, 7)
     assert x0["Input-Token"][0].tolist() == [2, 5, 3, 0, 0]
     assert np.array_equal(y1, labels[2:])

@@ -1,5 +1,4 @@
 """Bad input: one line naming the file, row or key; exit status 2; no traceback; nothing lost."""
-import os
 import shutil
 import subprocess
 import sys
