@@ -51,8 +51,8 @@ def test_every_ablation_variant_builds_on_tiny_checkpoint(path, tmp_path):
     tiny = ["data.train=%s" % paths["train"], "data.valid=%s" % paths["valid"],
             "encoder.dir=%s" % tiny_ckpt["dir"], "data.max_len=24", "train.batch_size=8",
             "output.runs_dir=%s" % (tmp_path / "runs"), "output.h5=%s" % (tmp_path / "m.h5")]
-    for name, seed, overrides in planned_runs(ablation, tiny):
-        built = build_for_training(load_config(ablation["base"], overrides))
+    for name, seed, overrides, config in planned_runs(ablation, tiny):
+        built = build_for_training(config)
         assert built.name in ("xtune_classifier", "adversarial_trainer"), name
 
 

@@ -37,16 +37,18 @@ def cmd_export(args):
 def cmd_ablate(args):
     from xtune_keras.sweep import run_sweep
 
-    rows, tables = run_sweep(args.ablation, seeds=args.seeds, extra_overrides=args.overrides)
-    with open(tables["md"], encoding="utf-8") as f:
-        print(f.read(), end="")
-    print("tables: %s, %s" % (tables["md"], tables["csv"]))
+    _, tables = run_sweep(args.ablation, seeds=args.seeds, extra_overrides=args.overrides)
+    print_tables(tables)
 
 
 def cmd_report(args):
     from xtune_keras.report import report_runs
 
-    rows, tables = report_runs(args.runs_dir, args.baseline)
+    _, tables = report_runs(args.runs_dir, args.baseline)
+    print_tables(tables)
+
+
+def print_tables(tables):
     with open(tables["md"], encoding="utf-8") as f:
         print(f.read(), end="")
     print("tables: %s, %s" % (tables["md"], tables["csv"]))

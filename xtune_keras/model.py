@@ -1,9 +1,9 @@
 """The classifier: encoder layer(s) -> stacked heads -> ``logits`` (Dense, linear)."""
 import re
 
+import tensorflow as tf
 from bert4keras.backend import keras
 
-from xtune_keras.checkpoints import load_variables
 from xtune_keras.encoders import build_transformer
 from xtune_keras.errors import XtuneError
 from xtune_keras.heads import POOLER_LAYER, apply_heads
@@ -60,13 +60,14 @@ def build_classifier(config_path, checkpoint_path, num_labels, heads, model="ber
 
 
 def load_pooler(layer, checkpoint_path):
-    variables = load_variables(checkpoint_path)
+    """The checkpoint's pooler weights, read alone (not the whole checkpoint) into ``layer``."""
+    reader = tf.train.load_checkpoint(checkpoint_path)
     names = ("bert/pooler/dense/kernel", "bert/pooler/dense/bias")
-    missing = [n for n in names if n not in variables]
+    missing = [n for n in names if not reader.has_tensor(n)]
     if missing:
         raise XtuneError("%s: head 'pooler' needs %s, which this checkpoint lacks; use head 'cls'"
                          % (checkpoint_path, missing[0]))
-    layer.set_weights([variables[n] for n in names])
+    layer.set_weights([reader.get_tensor(n) for n in names])
 
 
 def is_encoder_layer(name):

@@ -192,26 +192,25 @@ def run_experiment(config, force=False, echo=True):
     }
     threshold = meta["threshold"]
     if config["model"]["threshold"] == "tuned" and checkpoint.best_epoch is not None:
-        threshold = tune_and_store_thresholds(classifier, batches["valid"], targets["valid"], activation, h5_path)
+        logits = _logits(classifier, batches["valid"])  # one pass serves tuning and its report
+        threshold = tune_and_store_thresholds(logits, targets["valid"], activation, h5_path)
         result["thresholds"] = threshold
-        result["valid_tuned"] = _evaluate(classifier, batches["valid"], targets["valid"], loss, activation,
-                                          data["multi_label"], threshold)
+        result["valid_tuned"] = cb.evaluate_logits(logits, targets["valid"], loss, activation,
+                                                   data["multi_label"], threshold)
     if "test" in batches:
-        result["test"] = _evaluate(classifier, batches["test"], targets["test"], loss, activation,
-                                   data["multi_label"], threshold)
+        result["test"] = cb.evaluate_logits(_logits(classifier, batches["test"]), targets["test"], loss,
+                                            activation, data["multi_label"], threshold)
     result["seconds"] = round(time.time() - start, 2)
     _write_json(os.path.join(run_dir, "result.json"), result)
     return result
 
 
-def _evaluate(classifier, batches, y_true, loss, activation, multi_label, threshold):
-    logits = classifier.predict(_inputs_only(batches), verbose=0)
-    return cb.evaluate_logits(logits, y_true, loss, activation, multi_label, threshold)
+def _logits(classifier, batches):
+    return classifier.predict(_inputs_only(batches), verbose=0)
 
 
-def tune_and_store_thresholds(classifier, valid_batches, y_true, activation, h5_path):
+def tune_and_store_thresholds(logits, y_true, activation, h5_path):
     """Per-label thresholds that maximise each label's F1 on validation, written into the .h5."""
-    logits = classifier.predict(_inputs_only(valid_batches), verbose=0)
     thresholds = tune_thresholds(y_true, NUMPY_ACTIVATIONS[activation](np.asarray(logits, np.float64)))
     update_meta(h5_path, threshold=[float(t) for t in thresholds])
     return [float(t) for t in thresholds]

@@ -62,7 +62,8 @@ def _variant(path, index, spec):
 
 
 def planned_runs(ablation, extra_overrides=()):
-    """``[(variant, seed, overrides), ...]``; every config is validated before anything runs."""
+    """``[(variant, seed, overrides, config), ...]``; every config is loaded and validated before
+    anything runs, so a typo in row 12 fails now, not after 11 rows."""
     runs = []
     for name, overrides in ablation["variants"]:
         for seed in ablation["seeds"]:
@@ -73,23 +74,20 @@ def planned_runs(ablation, extra_overrides=()):
     names = [name for name, _ in ablation["variants"]]
     if len(set(names)) != len(names):
         raise XtuneError("%s: variant names must be unique" % ablation["path"])
-    for name, seed, full in runs:
-        load_config(ablation["base"], full)  # a typo in row 12 fails now, not after 11 rows
-    return runs
+    return [(name, seed, full, load_config(ablation["base"], full)) for name, seed, full in runs]
 
 
 def run_sweep(path, seeds=None, extra_overrides=(), echo=True):
     """Train every (variant, seed) not yet finished, one process each; return the table rows."""
     ablation = load_ablation(path, seeds)
     runs = planned_runs(ablation, extra_overrides)
-    for i, (name, seed, overrides) in enumerate(runs, 1):
-        config = load_config(ablation["base"], overrides)
+    for i, (name, seed, overrides, config) in enumerate(runs, 1):
         if finished_result(run_dir_of(config)) is not None:
             continue
         if echo:
             print("[%d/%d] %s seed %d" % (i, len(runs), name, seed), flush=True)
         train_in_subprocess(ablation["base"], overrides, name, seed)
-    return report_ablation(ablation, runs, extra_overrides)
+    return report_ablation(ablation, runs)
 
 
 def train_in_subprocess(base, overrides, name, seed):
@@ -100,15 +98,11 @@ def train_in_subprocess(base, overrides, name, seed):
         raise XtuneError("variant %s seed %d failed (exit %d): %s" % (name, seed, done.returncode, last))
 
 
-def report_ablation(ablation, runs, extra_overrides=()):
+def report_ablation(ablation, runs):
     """Rows of this ablation's runs only (by config hash), row 0 first; tables next to the runs."""
-    results = []
-    for name, seed, overrides in runs:
-        result = finished_result(run_dir_of(load_config(ablation["base"], overrides)))
-        if result is not None:
-            results.append(result)
+    results = [r for r in (finished_result(run_dir_of(config)) for *_, config in runs) if r is not None]
     order = [name for name, _ in ablation["variants"]]
     rows = summarize(group_by_variant(results, order), baseline=order[0])
-    runs_dir = load_config(ablation["base"], list(extra_overrides))["output"]["runs_dir"]
+    runs_dir = runs[0][3]["output"]["runs_dir"]  # overrides of output.* apply to every row
     stem = os.path.splitext(os.path.basename(ablation["path"]))[0]
     return rows, write_tables(rows, os.path.join(runs_dir, "_tables", stem))
