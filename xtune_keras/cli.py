@@ -37,7 +37,8 @@ def cmd_export(args):
 def cmd_ablate(args):
     from xtune_keras.sweep import run_sweep
 
-    _, tables = run_sweep(args.ablation, seeds=args.seeds, extra_overrides=args.overrides)
+    _, tables = run_sweep(args.ablation, seeds=args.seeds, extra_overrides=args.overrides,
+                          backend=args.backend, address=args.address)
     print_tables(tables)
 
 
@@ -82,6 +83,13 @@ def cmd_demo(args):
     run_demo(args.overrides, force=args.force)
 
 
+def add_backend_arguments(parser):
+    parser.add_argument("--backend", default="local", choices=["local", "ray"],
+                        help="local: one process per run, one after another; ray: one Ray task per run")
+    parser.add_argument("--address", default=None,
+                        help="with --backend ray: an existing cluster (e.g. ray://host:10001 or auto)")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="xtune", description="BERT fine-tuning experiments from YAML.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -115,6 +123,7 @@ def build_parser():
     p.add_argument("ablation")
     p.add_argument("overrides", nargs="*", help="applied to every run, e.g. data.train=...")
     p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default: the file's list)")
+    add_backend_arguments(p)
     p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser("report", help="tables from the finished runs under RUNS_DIR")

@@ -77,17 +77,31 @@ def planned_runs(ablation, extra_overrides=()):
     return [(name, seed, full, load_config(ablation["base"], full)) for name, seed, full in runs]
 
 
-def run_sweep(path, seeds=None, extra_overrides=(), echo=True):
+def run_sweep(path, seeds=None, extra_overrides=(), echo=True, backend="local", address=None):
     """Train every (variant, seed) not yet finished, one process each; return the table rows."""
     ablation = load_ablation(path, seeds)
     runs = planned_runs(ablation, extra_overrides)
-    for i, (name, seed, overrides, config) in enumerate(runs, 1):
-        if finished_result(run_dir_of(config)) is not None:
-            continue
+    execute_runs(ablation["base"], runs, backend=backend, address=address, echo=echo)
+    return report_ablation(ablation, runs)
+
+
+BACKENDS = ("local", "ray")
+
+
+def execute_runs(base, runs, backend="local", address=None, echo=True):
+    """Train the runs of ``planned_runs`` whose ``result.json`` is missing.
+
+    ``local``: one after another, each in its own process. ``ray``: each run a Ray task (see
+    ``address`` for an existing cluster)."""
+    if backend not in BACKENDS:
+        raise XtuneError("unknown backend '%s'; valid backends: %s" % (backend, ", ".join(BACKENDS)))
+    todo = [(i, run) for i, run in enumerate(runs, 1) if finished_result(run_dir_of(run[3])) is None]
+    if backend == "ray":
+        raise XtuneError("the ray backend is not built yet")
+    for i, (name, seed, overrides, _) in todo:
         if echo:
             print("[%d/%d] %s seed %d" % (i, len(runs), name, seed), flush=True)
-        train_in_subprocess(ablation["base"], overrides, name, seed)
-    return report_ablation(ablation, runs)
+        train_in_subprocess(base, overrides, name, seed)
 
 
 def train_in_subprocess(base, overrides, name, seed):
