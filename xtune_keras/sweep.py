@@ -88,11 +88,11 @@ def run_sweep(path, seeds=None, extra_overrides=(), echo=True, backend="local", 
 BACKENDS = ("local", "ray")
 
 
-def execute_runs(base, runs, backend="local", address=None, echo=True):
+def execute_runs(base, runs, backend="local", address=None, echo=True, cpus=1, gpus=0):
     """Train the runs of ``planned_runs`` whose ``result.json`` is missing.
 
-    ``local``: one after another, each in its own process. ``ray``: each run a Ray task (see
-    ``address`` for an existing cluster)."""
+    ``local``: one after another, each in its own process. ``ray``: each run a Ray task asking
+    for ``cpus`` CPUs and ``gpus`` GPUs (``address``: an existing cluster)."""
     if backend not in BACKENDS:
         raise XtuneError("unknown backend '%s'; valid backends: %s" % (backend, ", ".join(BACKENDS)))
     todo = [(i, run) for i, run in enumerate(runs, 1) if finished_result(run_dir_of(run[3])) is None]
