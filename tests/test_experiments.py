@@ -3,6 +3,7 @@ import glob
 import os
 
 import pytest
+import yaml
 
 from tests.helpers import write_multilabel_csvs
 from xtune_keras.config import load_config
@@ -72,3 +73,28 @@ def build_for_training(config, num_labels=3, steps_per_epoch=4):
     model = make_trainer(classifier, config["train"], ACTIVATIONS[loss_type(config["model"]["loss"])])
     compile_model(model, optimizer, build_loss(config["model"]["loss"]))
     return model
+
+
+GENERALIZATIONS = sorted(glob.glob(os.path.join(ROOT, "experiments", "generalize", "*.yaml")))
+
+
+def test_there_are_generalization_files():
+    assert GENERALIZATIONS
+
+
+@pytest.mark.parametrize("path", GENERALIZATIONS, ids=os.path.basename)
+def test_every_generalization_cell_builds_on_tiny_checkpoint(path, tiny_ckpt, tmp_path):
+    from xtune_keras.generalize import load_generalization
+    from xtune_keras.sweep import planned_runs
+
+    with open(path, encoding="utf-8") as f:
+        data = load_config(os.path.join(os.path.dirname(path), yaml.safe_load(f)["base"]))["data"]
+    paths = write_multilabel_csvs(str(tmp_path), text1=data["text1"][0], text2=data["text2"][0],
+                                  label=data["label"])
+    plan = load_generalization(path, seeds=1, other_valid=paths["test"])
+    tiny = ["data.train=%s" % paths["train"], "encoder.dir=%s" % tiny_ckpt["dir"], "data.max_len=24",
+            "train.batch_size=8", "output.runs_dir=%s" % (tmp_path / "runs"), "output.h5=%s" % (tmp_path / "m.h5")]
+    runs = planned_runs(plan, tiny)
+    assert [config["encoder"]["freeze"] for *_, config in runs] == [True, True, False, False]
+    for name, seed, overrides, config in runs:
+        assert build_for_training(config).name == "xtune_classifier", name

@@ -94,7 +94,7 @@ def test_welch_statistic_and_degrees_of_freedom():
 
 @pytest.mark.parametrize("variants, message", [
     ([{"name": "a"}, {"name": "a"}], "variant names must be unique"),
-    ([{"name": "a", "overides": {}}], "unknown key 'overides'; valid keys: name, overrides"),
+    ([{"name": "a", "overides": {}}], "unknown key 'overides'; valid keys: name, part, overrides"),
     ([{"name": "a", "overrides": {"train.lrr": 1}}], "unknown key 'train.lrr'"),
 ])
 def test_bad_ablation_fails_before_any_run(tiny_ckpt, tmp_path, variants, message):
@@ -145,3 +145,23 @@ def test_sweep_killed_with_sigkill_resumes_to_the_same_table(sweep, tiny_ckpt, t
     finally:
         os.chdir(previous)
     assert rows == sweep["rows"]
+
+
+def test_sweep_writes_the_bar_chart_the_epoch_curves_and_the_t_tests(sweep):
+    """The issue's acceptance: a 3-variant x 2-seed ablation gives the table, the plots, the t-test."""
+    from matplotlib.image import imread
+
+    tables = sweep["tables"]
+    assert set(tables) >= {"md", "csv", "chart", "curves"}
+    for key in ("chart", "curves"):
+        assert os.path.dirname(tables[key]) == os.path.dirname(tables["md"])
+        with open(tables[key], "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+        image = imread(tables[key])
+        assert image.ndim == 3 and image.shape[2] in (3, 4) and min(image.shape[:2]) > 100
+    rows = sweep["rows"]
+    assert rows[0]["t"] is None and rows[0]["p"] is None  # the baseline is not tested against itself
+    for row in rows[1:]:
+        assert row["t"] is not None and 0.0 <= row["p"] <= 1.0
+    with open(tables["csv"], encoding="utf-8") as f:
+        assert f.readline().strip().endswith(",t,p")

@@ -12,6 +12,7 @@ import tensorflow as tf
 from bert4keras.backend import keras
 
 from xtune_keras.adversarial import saveable_model
+from xtune_keras.losses import loss_type
 from xtune_keras.metrics import ACTIVATIONS, classification_metrics
 from xtune_keras.modelfile import save_model_file
 
@@ -104,3 +105,64 @@ def early_stopping(monitor, patience, restore_best=True):
 def tensorboard(log_dir):
     return keras.callbacks.TensorBoard(log_dir=log_dir, histogram_freq=0, write_graph=False,
                                        profile_batch=0)
+
+
+# Config keys shown as hyperparameters, besides the derived ones of ``run_hparams``.
+HPARAM_KEYS = (
+    "train.optimizer", "train.lr", "train.encoder_lr_ratio", "train.layer_decay", "train.batch_size",
+    "train.epochs", "train.warmup_steps", "train.lr_decay", "train.weight_decay", "train.grad_accum_steps",
+    "train.ema_momentum", "train.rdrop_alpha", "train.monitor",
+    "data.max_len", "data.truncation", "data.truncation2", "data.head_ratio",
+    "encoder.model", "encoder.output_layer", "encoder.pool_layers", "encoder.pool_mode", "encoder.freeze",
+    "encoder.freeze_pattern", "encoder.unfreeze_epoch", "encoder.dropout", "encoder.attention_dropout",
+)
+
+
+def run_hparams(config):
+    """The flat ``{key: int | float | str | bool}`` the dashboard shows for one run. A key whose
+    value is null (the built-in default) is left out: TensorBoard has no null value."""
+    values = {"name": config["name"], "seed": config["seed"],
+              "model.heads": "+".join(head["type"] for head in config["model"]["heads"]),  # "cls+mlp"
+              "model.loss": loss_type(config["model"]["loss"]),
+              "model.threshold": str(config["model"]["threshold"]),  # a number or "tuned": one type
+              "train.adversarial": (config["train"]["adversarial"] or {}).get("method", "none")}
+    for key in HPARAM_KEYS:
+        section, name = key.split(".")
+        values[key] = config[section][name]
+    return {k: v for k, v in sorted(values.items()) if v is not None}
+
+
+class HParamsLogger(keras.callbacks.Callback):
+    """Writes the run's hyperparameters (an HParams session) into ``log_dir``, the parent of the
+    TensorBoard callback's train/ and validation/ folders, so ``tensorboard --logdir runs/``
+    lists every run of a sweep in its HParams dashboard.
+
+    No experiment summary (``hp.hparams_config``) is written, on purpose: TensorBoard then infers
+    the experiment from all runs under the logdir, with each hyperparameter's type, its values
+    across runs as the filter domain, and the ones that differ (what the sweep varies) listed
+    first; one run's summary could not know the other runs' values. The metrics it infers are
+    the scalars below each session: ``val_acc`` is (group ``validation``, tag ``epoch_acc``),
+    likewise ``val_loss``, ``val_micro_f1``, ``val_macro_f1``; training ones are under ``train``.
+    """
+
+    def __init__(self, log_dir, hparams, trial_id=None):
+        super().__init__()
+        self.log_dir, self.hparams, self.trial_id = log_dir, hparams, trial_id
+        self.written = False
+
+    def on_train_begin(self, logs=None):
+        if self.written:  # gradual unfreezing calls fit twice with the same callbacks
+            return
+        from tensorboard.plugins.hparams import api as hp
+
+        writer = tf.summary.create_file_writer(self.log_dir)
+        with writer.as_default():
+            hp.hparams(self.hparams, trial_id=self.trial_id)
+        writer.close()
+        self.written = True
+
+
+def hparams_callback(log_dir, config, trial_id=None):
+    """An ``HParamsLogger`` for the run of ``config``; ``trial_id`` names it in the dashboard
+    (default: a hash of the hyperparameters)."""
+    return HParamsLogger(log_dir, run_hparams(config), trial_id)

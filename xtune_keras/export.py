@@ -37,6 +37,7 @@ import unicodedata
 import numpy as np
 import tensorflow as tf  # xtune_keras/__init__ ran first: TF_USE_LEGACY_KERAS is set
 
+from xtune_keras.encoders import SentencePieceVocab
 from xtune_keras.errors import XtuneError
 from xtune_keras.metrics import ACTIVATIONS
 from xtune_keras.truncation import CLS, SEP, STRATEGIES
@@ -443,6 +444,9 @@ class ServingModule(tf.Module):
 
 def check_exportable(meta, token_dict):
     """Refuse, before anything is written, a meta the graph could not reproduce."""
+    if isinstance(token_dict, SentencePieceVocab):
+        raise XtuneError("this model uses a SentencePiece tokenizer; xtune export builds the WordPiece "
+                         "tokenizer into the graph only (use xtune predict on the .h5)")
     for key in ("labels", "activation", "threshold", "max_len", "truncation", "head_ratio",
                 "lowercase", "multi_label", "label_sep"):
         if key not in meta:

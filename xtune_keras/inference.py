@@ -4,10 +4,9 @@ import os
 
 import numpy as np
 import pandas as pd
-from bert4keras.tokenizers import Tokenizer
-
 from xtune_keras.batches import PaddedBatches
 from xtune_keras.data import LabelVocab, load_examples
+from xtune_keras.encoders import tokenizer_from_vocab
 from xtune_keras.errors import XtuneError
 from xtune_keras.metrics import ACTIVATIONS, classification_metrics
 from xtune_keras.modelfile import load_model_file
@@ -26,7 +25,7 @@ def read_examples(meta, data_path, with_labels):
 
 def predict_probs(model, meta, token_dict, examples):
     """Per-label probabilities, tokenized with the vocab and truncation rule stored in the .h5."""
-    tokenizer = Tokenizer(token_dict, do_lower_case=meta["lowercase"])
+    tokenizer = tokenizer_from_vocab(token_dict, do_lower_case=meta["lowercase"])
     ids, segs = encode_examples(tokenizer, examples, meta["max_len"], meta["truncation"],
                                 meta["head_ratio"], meta.get("truncation2"))  # absent in older files
     logits = model.predict(PaddedBatches(ids, segs, None, PREDICT_BATCH), verbose=0)

@@ -1,20 +1,24 @@
 """The ``.h5`` model file: Keras model plus what predicting needs, stored beside it in the file.
 
 A trained ``.h5`` carries its label names, decision rule, text fields, truncation rule and the
-tokenizer vocabulary in an ``xtune`` group, so ``xtune evaluate/predict MODEL.h5`` need nothing
-else. Keras ignores groups it does not know. Files are written to a temporary name and renamed,
-so an interrupted save never destroys the previous model.
+tokenizer vocabulary in an ``xtune`` group (with a SentencePiece encoder, its serialized model
+too), so ``xtune evaluate/predict MODEL.h5`` need nothing else. Keras ignores groups it does not
+know. Files are written to a temporary name and renamed, so an interrupted save never destroys
+the previous model.
 """
 import json
 import os
 
 import h5py
+import numpy as np
 from bert4keras.backend import keras
 
+from xtune_keras.encoders import SentencePieceVocab
 from xtune_keras.errors import XtuneError
 from xtune_keras.layers import custom_objects
 
 META_GROUP = "xtune"
+SENTENCEPIECE_DATASET = "sentencepiece_model"
 
 
 def save_model_file(model, path, meta, token_dict, include_optimizer=False):
@@ -29,6 +33,8 @@ def save_model_file(model, path, meta, token_dict, include_optimizer=False):
         # A dataset, not an attribute: attributes are limited to 64 KiB, vocabularies are larger.
         group.create_dataset("token_dict", data=json.dumps(token_dict, ensure_ascii=False),
                              dtype=h5py.string_dtype("utf-8"))
+        if isinstance(token_dict, SentencePieceVocab):  # opaque bytes: np.void keeps NULs
+            group.create_dataset(SENTENCEPIECE_DATASET, data=np.void(token_dict.model_proto))
     os.replace(tmp, path)
 
 
@@ -41,7 +47,8 @@ def update_meta(path, **changes):
 
 
 def read_meta(path):
-    """``(meta, token_dict)`` from an xtune ``.h5``."""
+    """``(meta, token_dict)`` from an xtune ``.h5``; a SentencePiece model's ``token_dict`` is an
+    ``encoders.SentencePieceVocab`` (it carries the serialized model)."""
     if not os.path.isfile(path):
         raise XtuneError("%s: model file not found" % path)
     try:
@@ -51,6 +58,8 @@ def read_meta(path):
             meta = json.loads(f[META_GROUP].attrs["meta"])
             raw = f[META_GROUP]["token_dict"][()]
             token_dict = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+            if SENTENCEPIECE_DATASET in f[META_GROUP]:
+                token_dict = SentencePieceVocab(token_dict, f[META_GROUP][SENTENCEPIECE_DATASET][()].tobytes())
     except OSError as exc:
         raise XtuneError("%s: not an HDF5 model file (%s)" % (path, str(exc).splitlines()[0]))
     return meta, token_dict

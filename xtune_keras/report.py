@@ -21,7 +21,10 @@ def collect_results(runs_dir):
     results = []
     for path in sorted(glob.glob(os.path.join(runs_dir, "*", "*", "result.json"))):
         with open(path, encoding="utf-8") as f:
-            results.append(json.load(f))
+            result = json.load(f)
+        # where it lies now: the folder may have moved, or `xtune report` runs from elsewhere
+        result["run_dir"] = os.path.dirname(path)
+        results.append(result)
     return results
 
 
@@ -111,8 +114,10 @@ def summarize(groups, baseline=None, metric="val_acc"):
 COLUMNS = ["variant", "runs", "seeds"] + [k + s for k in METRICS for s in ("_mean", "_var")] + ["t", "p"]
 
 
-def write_tables(rows, out_dir):
-    """``table.md`` and ``table.csv`` in ``out_dir``; returns their paths."""
+def write_tables(rows, out_dir, groups=None):
+    """``table.md`` and ``table.csv`` in ``out_dir``; with the runs (``groups``, as given to
+    ``summarize``) also ``chart.png`` (bar chart) and ``curves.png`` (per-epoch curves).
+    Returns their paths under ``md``, ``csv``, ``chart``, ``curves``."""
     os.makedirs(out_dir, exist_ok=True)
     paths = {"md": os.path.join(out_dir, "table.md"), "csv": os.path.join(out_dir, "table.csv")}
     with open(paths["csv"], "w", newline="", encoding="utf-8") as f:
@@ -121,6 +126,11 @@ def write_tables(rows, out_dir):
         writer.writerows({k: row.get(k) for k in COLUMNS} for row in rows)
     with open(paths["md"], "w", encoding="utf-8") as f:
         f.write(markdown_table(rows))
+    if groups is not None:
+        from xtune_keras.plots import bar_chart, epoch_curves  # matplotlib only when plotting
+
+        paths["chart"] = bar_chart(rows, os.path.join(out_dir, "chart.png"))
+        paths["curves"] = epoch_curves(groups, os.path.join(out_dir, "curves.png"))
     return paths
 
 
@@ -147,4 +157,4 @@ def report_runs(runs_dir, baseline=None):
     if baseline and baseline not in groups:
         raise XtuneError("%s: no finished run named %r; names: %s" % (runs_dir, baseline, ", ".join(groups)))
     rows = summarize(groups, baseline)
-    return rows, write_tables(rows, os.path.join(runs_dir, "_tables", "report"))
+    return rows, write_tables(rows, os.path.join(runs_dir, "_tables", "report"), groups)

@@ -27,6 +27,7 @@ from xtune_keras.modelfile import update_meta
 from xtune_keras.optimizers import (
     EMAWeights, build_optimizer, check_lr_multipliers, layer_lr_multipliers,
 )
+from xtune_keras.token_cache import cache_key, cached_encode, tokenizer_id
 from xtune_keras.truncation import encode_examples
 
 
@@ -102,9 +103,26 @@ def prepare_data(config):
     tokenizer = build_tokenizer(paths["vocab"], data["lowercase"])
     return {
         "splits": splits, "labels": labels, "paths": paths, "tokenizer": tokenizer,
-        "encoded": {name: encode_split(tokenizer, ex, data) for name, ex in splits.items()},
+        "encoded": encode_splits(tokenizer, splits, config, paths["vocab"]),
         "targets": {name: labels.encode(ex) for name, ex in splits.items()},
     }
+
+
+def encode_splits(tokenizer, splits, config, vocab_path):
+    """Token ids of every split; with ``data.cache`` read from (or written to) the token cache,
+    so the other variants and seeds of an ablation on the same data skip the tokenizer."""
+    data = config["data"]
+    if not data["cache"]:
+        return {name: encode_split(tokenizer, ex, data) for name, ex in splits.items()}
+    cache_dir = data["cache_dir"] or os.path.join(config["output"]["runs_dir"], "_cache", "tokens")
+    tok_id = tokenizer_id(vocab_path, data["lowercase"])
+    encoded = {}
+    for name, ex in splits.items():
+        key = cache_key(tok_id, ex, data["max_len"], data["truncation"], data["head_ratio"],
+                        data["truncation2"])
+        encoded[name] = cached_encode(cache_dir, key, len(ex),
+                                      lambda ex=ex: encode_split(tokenizer, ex, data))
+    return encoded
 
 
 def make_optimizer(train, classifier, num_layers, steps_per_epoch):
@@ -150,17 +168,26 @@ def run_experiment(config, force=False, echo=True):
     data, train, enc = config["data"], config["train"], config["encoder"]
     prepared = prepare_data(config)
     labels, targets = prepared["labels"], prepared["targets"]
-    classifier = build_model(config, prepared["paths"], len(labels))
-    frozen = freeze_layers(classifier, enc["freeze"], enc["freeze_pattern"])
-    loss = build_loss(config["model"]["loss"])
-    activation = ACTIVATIONS[loss_type(config["model"]["loss"])]
-    batches = {name: PaddedBatches(*prepared["encoded"][name], targets[name], batch_size=train["batch_size"],
-                                   shuffle=(name == "train"), seed=config["seed"])
-               for name in prepared["encoded"]}
-    num_layers = read_config(prepared["paths"]["config"])["num_hidden_layers"]
-    optimizer = make_optimizer(train, classifier, num_layers, len(batches["train"]))
-    model = make_trainer(classifier, train, activation)
-    compile_model(model, optimizer, loss)
+    from xtune_keras.distribute import build_strategy, replica_aware  # train.strategy
+
+    # train.strategy: mirrored builds every variable (model, optimizer, metrics) on each device;
+    # train.batch_size stays the global batch, split across the replicas. No strategy: a no-op.
+    strategy = build_strategy(train["strategy"], train["devices"], train["batch_size"], echo)
+    with strategy.scope():
+        classifier = build_model(config, prepared["paths"], len(labels))
+        frozen = freeze_layers(classifier, enc["freeze"], enc["freeze_pattern"])
+        loss = build_loss(config["model"]["loss"])
+        activation = ACTIVATIONS[loss_type(config["model"]["loss"])]
+        batches = {name: PaddedBatches(*prepared["encoded"][name], targets[name],
+                                       batch_size=train["batch_size"], shuffle=(name == "train"),
+                                       seed=config["seed"])
+                   for name in prepared["encoded"]}
+        num_layers = read_config(prepared["paths"]["config"])["num_hidden_layers"]
+        optimizer = make_optimizer(train, classifier, num_layers, len(batches["train"]))
+        model = make_trainer(classifier, train, activation)
+        if train["strategy"]:
+            model = replica_aware(model)  # FGM/PGD/R-Drop losses scaled for several replicas
+        compile_model(model, optimizer, loss)
 
     _prepare_run_dir(run_dir, config, labels)
     h5_path = h5_path_of(config)
@@ -177,6 +204,8 @@ def run_experiment(config, force=False, echo=True):
     ]
     if config["output"]["tensorboard"]:
         callbacks.append(cb.tensorboard(os.path.join(run_dir, "tensorboard")))
+        callbacks.append(cb.hparams_callback(os.path.join(run_dir, "tensorboard"), config,
+                                             trial_id="%s/%s" % (config["name"], os.path.basename(run_dir))))
     history = fit_in_phases(model, batches["train"], callbacks, train["epochs"], enc["unfreeze_epoch"],
                             frozen, lambda: compile_model(model, optimizer, loss))
     if train["restore_best"] and checkpoint.best_epoch is not None:

@@ -26,7 +26,7 @@ from xtune_keras.report import group_by_variant, summarize, write_tables
 from xtune_keras.runner import finished_result, run_dir_of
 
 ABLATION_KEYS = ("base", "epochs", "seeds", "variants")
-VARIANT_KEYS = ("name", "overrides")
+VARIANT_KEYS = ("name", "part", "overrides")
 
 
 def load_ablation(path, seeds=None):
@@ -46,13 +46,16 @@ def load_ablation(path, seeds=None):
     else:
         seed_list = list(raw.get("seeds") or [0])
     return {"path": path, "base": base, "epochs": raw.get("epochs"), "seeds": seed_list,
-            "variants": [_variant(path, i, v) for i, v in enumerate(raw["variants"])]}
+            "variants": [_variant(path, i, v) for i, v in enumerate(raw["variants"])],
+            # which part of the model a row changes (encoder, head, loss, ...): xtune combine
+            # picks the best row of each part
+            "parts": {v["name"]: v.get("part") for v in raw["variants"] if isinstance(v, dict)}}
 
 
 def _variant(path, index, spec):
     where = "%s: variants[%d]" % (path, index)
     if not isinstance(spec, dict) or not spec.get("name"):
-        raise XtuneError("%s: a variant is a mapping with a 'name' (and optional 'overrides')" % where)
+        raise XtuneError("%s: a variant is a mapping with a 'name' (and optional 'part', 'overrides')" % where)
     for key in spec:
         if key not in VARIANT_KEYS:
             raise XtuneError("%s: unknown key '%s'; valid keys: %s" % (where, key, ", ".join(VARIANT_KEYS)))
@@ -77,11 +80,12 @@ def planned_runs(ablation, extra_overrides=()):
     return [(name, seed, full, load_config(ablation["base"], full)) for name, seed, full in runs]
 
 
-def run_sweep(path, seeds=None, extra_overrides=(), echo=True, backend="local", address=None):
+def run_sweep(path, seeds=None, extra_overrides=(), echo=True, backend="local", address=None, cpus=1,
+              gpus=0):
     """Train every (variant, seed) not yet finished, one process each; return the table rows."""
     ablation = load_ablation(path, seeds)
     runs = planned_runs(ablation, extra_overrides)
-    execute_runs(ablation["base"], runs, backend=backend, address=address, echo=echo)
+    execute_runs(ablation["base"], runs, backend=backend, address=address, echo=echo, cpus=cpus, gpus=gpus)
     return report_ablation(ablation, runs)
 
 
@@ -97,7 +101,10 @@ def execute_runs(base, runs, backend="local", address=None, echo=True, cpus=1, g
         raise XtuneError("unknown backend '%s'; valid backends: %s" % (backend, ", ".join(BACKENDS)))
     todo = [(i, run) for i, run in enumerate(runs, 1) if finished_result(run_dir_of(run[3])) is None]
     if backend == "ray":
-        raise XtuneError("the ray backend is not built yet")
+        from xtune_keras.backends import run_on_ray  # Ray is imported only when asked for
+
+        run_on_ray(base, runs, todo, address=address, echo=echo, cpus=cpus, gpus=gpus)
+        return
     for i, (name, seed, overrides, _) in todo:
         if echo:
             print("[%d/%d] %s seed %d" % (i, len(runs), name, seed), flush=True)
@@ -116,7 +123,8 @@ def report_ablation(ablation, runs):
     """Rows of this ablation's runs only (by config hash), row 0 first; tables next to the runs."""
     results = [r for r in (finished_result(run_dir_of(config)) for *_, config in runs) if r is not None]
     order = [name for name, _ in ablation["variants"]]
-    rows = summarize(group_by_variant(results, order), baseline=order[0])
+    groups = group_by_variant(results, order)
+    rows = summarize(groups, baseline=order[0])
     runs_dir = runs[0][3]["output"]["runs_dir"]  # overrides of output.* apply to every row
-    stem = os.path.splitext(os.path.basename(ablation["path"]))[0]
-    return rows, write_tables(rows, os.path.join(runs_dir, "_tables", stem))
+    stem = ablation.get("stem") or os.path.splitext(os.path.basename(ablation["path"]))[0]
+    return rows, write_tables(rows, os.path.join(runs_dir, "_tables", stem), groups)

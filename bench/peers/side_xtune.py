@@ -1,0 +1,157 @@
+"""Peer benchmark, xtune side: ``xtune train experiments/demo_reuters_r8_minilm.yaml <overrides>``.
+
+Runs the real CLI entry point (``xtune_keras.cli.main(["train", ...])``) in this process, with
+three observers patched in and nothing else changed:
+
+* a timing callback put first in the runner's callback list (so its epoch-end hook runs before
+  xtune's validation pass, checkpoint and logger: only training is timed, see common.StepClock);
+* ``PaddedBatches.__getitem__`` of the training batches records each batch's padded shape;
+* ``runner.encode_splits`` / ``runner._logits``: the token ids (digest) and the test logits, which
+  the runner computes on the final weights (``train.restore_best=false``) and scores itself but
+  does not write out; they become predictions.csv for the common scorer.
+
+The overrides that make the run identical to the two peers are in ``OVERRIDES`` below.
+"""
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import common  # noqa: E402
+
+EXPERIMENT = os.path.join("experiments", "demo_reuters_r8_minilm.yaml")
+
+
+def overrides(args):
+    data = args.data
+    return [
+        "data.train=%s" % os.path.join(data, "train.csv"),
+        "data.valid=%s" % os.path.join(data, "valid.csv"),
+        "data.test=%s" % os.path.join(data, "test.csv"),
+        "data.multi_label=false",  # single-label task (one label a row): softmax over 8 classes
+        "model.loss=ce",
+        "data.max_len=%d" % args.max_len,
+        "data.cache=false",  # tokenize in the run, like the peers (it is not timed either way)
+        "encoder.dir=%s" % args.encoder,
+        "train.lr=%r" % args.lr,
+        "train.batch_size=%d" % args.batch_size,
+        "train.epochs=%d" % args.epochs,
+        "train.patience=%d" % (args.epochs + 1),  # never stops early: every system runs all epochs
+        "train.restore_best=false",  # test on the final epoch's weights, as the peers
+        "seed=%d" % args.seed,
+        "output.runs_dir=%s" % os.path.join(args.out, "runs"),
+        "output.h5=%s" % os.path.join(args.out, "xtune.h5"),
+        "output.tensorboard=false",
+    ] + list(args.xtune_override or [])
+
+
+def main(argv=None):
+    p = common.side_arguments(__doc__.split("\n")[0])
+    p.add_argument("--xtune-override", action="append", default=[],
+                   help="one more key=value for xtune train (repeatable), e.g. train.deterministic=false")
+    args = p.parse_args(argv)
+    args.encoder = args.encoder or os.path.join("checkpoints", "all-MiniLM-L6-v2")
+    os.makedirs(args.out, exist_ok=True)
+
+    import xtune_keras  # noqa: F401  (environment and bert4keras repairs first)
+    import numpy as np
+    import tensorflow as tf
+    from bert4keras.backend import keras
+
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    from xtune_keras import cli, runner
+    from xtune_keras.batches import PaddedBatches
+
+    clock, shapes, seen = common.StepClock(), common.ShapeLog(), {}
+
+    class Timer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            clock.epoch_begin()
+
+        def on_train_batch_end(self, batch, logs=None):
+            clock.step_end()
+
+        def on_epoch_end(self, epoch, logs=None):
+            clock.epoch_end()
+
+    original_fit = runner.fit_in_phases
+
+    def fit_in_phases(model, train_batches, callbacks, *rest, **kw):
+        seen["train_batches"] = len(train_batches)
+        return original_fit(model, train_batches, [Timer()] + list(callbacks), *rest, **kw)
+
+    original_getitem = PaddedBatches.__getitem__
+
+    def getitem(self, index):
+        batch = original_getitem(self, index)
+        if self.shuffle:  # only the training batches are built with shuffle=True
+            tokens = batch[0]["Input-Token"]
+            shapes.add(tokens.shape[0], tokens.shape[1])
+        return batch
+
+    original_encode = runner.encode_splits
+
+    def encode_splits(*a, **kw):
+        encoded = original_encode(*a, **kw)
+        seen["digests"] = {name: common.ids_digest(ids) for name, (ids, _) in encoded.items()}
+        seen["sizes"] = {name: len(ids) for name, (ids, _) in encoded.items()}
+        return encoded
+
+    original_logits = runner._logits
+
+    def logits(classifier, batches):
+        out = original_logits(classifier, batches)
+        seen["last_logits"] = np.asarray(out)  # the runner's last call is the test split
+        return out
+
+    runner.fit_in_phases, runner.encode_splits, runner._logits = fit_in_phases, encode_splits, logits
+    PaddedBatches.__getitem__ = getitem
+
+    argv_train = ["train", EXPERIMENT] + overrides(args) + ["--force"]
+    code = cli.main(argv_train)
+    if code:
+        raise SystemExit(code)
+
+    from xtune_keras.config import load_config
+
+    config = load_config(EXPERIMENT, overrides(args))
+    run_dir = runner.run_dir_of(config)
+    with open(os.path.join(run_dir, "result.json"), encoding="utf-8") as f:
+        result = json.load(f)
+    with open(os.path.join(run_dir, "labels.json"), encoding="utf-8") as f:
+        names = json.load(f)["labels"]
+    test_logits = seen["last_logits"]
+    assert len(test_logits) == seen["sizes"]["test"], "the last logits are not the test split's"
+    common.write_predictions(os.path.join(args.out, "predictions.csv"), names, test_logits.argmax(-1))
+
+    timing = clock.summary(seen["sizes"]["train"], args.batch_size)
+    common.write_summary(args.out, {
+        "system": "xtune",
+        "command": "xtune " + " ".join(argv_train),
+        "timing": timing,
+        "batch_shapes": [list(s) for s in shapes.in_window(clock)],
+        "steps_run": sum(timing["steps_per_epoch"]),
+        "token_digests": seen["digests"],
+        "labels": names,
+        "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+                    "inter_op": tf.config.threading.get_inter_op_parallelism_threads() or "TF default (0)"},
+        "versions": {"tensorflow": tf.__version__, "xtune_keras": xtune_keras.__version__},
+        "deterministic_ops": config["train"]["deterministic"],
+        "own_test_metrics": result.get("test"),
+        "valid_per_epoch": _valid_log(os.path.join(run_dir, "metrics.jsonl")),
+    })
+    print("xtune side: %s" % json.dumps(timing))
+
+
+def _valid_log(path):
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            rows.append({k: row.get(k) for k in ("epoch", "loss", "val_loss", "val_acc", "val_macro_f1")})
+    return rows
+
+
+if __name__ == "__main__":
+    main()
