@@ -47,8 +47,8 @@ def test_every_ablation_variant_builds_on_tiny_checkpoint(path, tmp_path):
     ablation = load_ablation(path, seeds=1)
     base = load_config(ablation["base"])
     data = base["data"]
-    paths = write_multilabel_csvs(str(tmp_path), text1=data["text1"][0], text2=data["text2"][0],
-                                  label=data["label"])
+    paths = write_multilabel_csvs(str(tmp_path), text1=data["text1"][0],
+                                  text2=data["text2"][0] if data["text2"] else "unused_text2", label=data["label"])
     tiny = ["data.train=%s" % paths["train"], "data.valid=%s" % paths["valid"],
             "encoder.dir=%s" % tiny_ckpt["dir"], "data.max_len=24", "train.batch_size=8",
             "output.runs_dir=%s" % (tmp_path / "runs"), "output.h5=%s" % (tmp_path / "m.h5")]

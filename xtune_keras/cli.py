@@ -121,6 +121,14 @@ def cmd_demo(args):
     run_demo(args.overrides, force=args.force)
 
 
+def add_sweep_arguments(parser, file_argument):
+    """What ablate, combine and generalize share: the file, overrides, seeds and the backend."""
+    parser.add_argument(file_argument)
+    parser.add_argument("overrides", nargs="*", help="applied to every run, e.g. data.train=...")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default: the file's list)")
+    add_backend_arguments(parser)
+
+
 def add_backend_arguments(parser):
     parser.add_argument("--backend", default="local", choices=["local", "ray"],
                         help="local: one process per run, one after another; ray: one Ray task per run")
@@ -164,29 +172,20 @@ def build_parser():
 
     p = sub.add_parser("ablate", help="variants x seeds of an ablation file, one process per run; "
                                       "mean/variance table with Welch t-tests against row 0")
-    p.add_argument("ablation")
-    p.add_argument("overrides", nargs="*", help="applied to every run, e.g. data.train=...")
-    p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default: the file's list)")
-    add_backend_arguments(p)
+    add_sweep_arguments(p, "ablation")
     p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser("combine", help="the best row of each part of an ablation, merged and run with "
                                        "the same seeds, against row 0")
-    p.add_argument("ablation")
-    p.add_argument("overrides", nargs="*", help="applied to every run, e.g. data.train=...")
-    p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default: the file's list)")
+    add_sweep_arguments(p, "ablation")
     p.add_argument("--alpha", type=float, default=None,
                    help="take a row only if its Welch p against row 0 is below this (default: any gain)")
-    add_backend_arguments(p)
     p.set_defaults(func=cmd_combine)
 
     p = sub.add_parser("generalize", help="the four generalization tests: BERT frozen or not x validation "
                                           "data from the same source or another file; one table")
-    p.add_argument("file")
-    p.add_argument("overrides", nargs="*", help="applied to every run, e.g. data.train=...")
-    p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default: the file's list)")
+    add_sweep_arguments(p, "file")
     p.add_argument("--other-valid", default=None, help="the other-source validation file (default: the file's)")
-    add_backend_arguments(p)
     p.set_defaults(func=cmd_generalize)
 
     p = sub.add_parser("report", help="tables from the finished runs under RUNS_DIR")

@@ -17,12 +17,10 @@ freezing and homology columns beside the usual mean and variance.
 import json
 import os
 
-import yaml
-
 from xtune_keras.config import load_config
 from xtune_keras.errors import XtuneError
 from xtune_keras.report import _num
-from xtune_keras.sweep import execute_runs, planned_runs, report_ablation
+from xtune_keras.sweep import execute_runs, planned_runs, read_sweep_file, report_ablation
 
 GENERALIZE_KEYS = ("base", "other_valid", "seeds", "epochs", "names")
 # (encoder frozen, validation from the training data's source), Gtest_v1..v4
@@ -52,13 +50,7 @@ def load_generalization(path, seeds=None, other_valid=None):
 
 
 def _read(path):
-    if not os.path.isfile(path):
-        raise XtuneError("%s: generalization file not found" % path)
-    with open(path, encoding="utf-8") as f:
-        raw = yaml.safe_load(f) or {}
-    unknown = [k for k in raw if k not in GENERALIZE_KEYS]
-    if unknown:
-        raise XtuneError("%s: unknown key '%s'; valid keys: %s" % (path, unknown[0], ", ".join(GENERALIZE_KEYS)))
+    raw = read_sweep_file(path, "generalization", GENERALIZE_KEYS)
     for key in ("base", "other_valid"):
         if not raw.get(key):
             raise XtuneError("%s: missing key '%s'" % (path, key))

@@ -29,15 +29,23 @@ ABLATION_KEYS = ("base", "epochs", "seeds", "variants")
 VARIANT_KEYS = ("name", "part", "overrides")
 
 
-def load_ablation(path, seeds=None):
-    """The validated ablation: base path, epochs, seed list, ``[(name, ["k=v", ...]), ...]``."""
+def read_sweep_file(path, kind, keys):
+    """The mapping in a sweep file (ablation, generalization), its keys checked against ``keys``."""
     if not os.path.isfile(path):
-        raise XtuneError("%s: ablation file not found" % path)
+        raise XtuneError("%s: %s file not found" % (path, kind))
     with open(path, encoding="utf-8") as f:
         raw = yaml.safe_load(f) or {}
-    unknown = [k for k in raw if k not in ABLATION_KEYS]
+    if not isinstance(raw, dict):
+        raise XtuneError("%s: a %s file is a mapping of %s" % (path, kind, ", ".join(keys)))
+    unknown = [k for k in raw if k not in keys]
     if unknown:
-        raise XtuneError("%s: unknown key '%s'; valid keys: %s" % (path, unknown[0], ", ".join(ABLATION_KEYS)))
+        raise XtuneError("%s: unknown key '%s'; valid keys: %s" % (path, unknown[0], ", ".join(keys)))
+    return raw
+
+
+def load_ablation(path, seeds=None):
+    """The validated ablation: base path, epochs, seed list, ``[(name, ["k=v", ...]), ...]``."""
+    raw = read_sweep_file(path, "ablation", ABLATION_KEYS)
     if not raw.get("base") or not raw.get("variants"):
         raise XtuneError("%s: an ablation needs 'base' (an experiment YAML) and 'variants'" % path)
     base = os.path.join(os.path.dirname(os.path.abspath(path)), raw["base"])
