@@ -19,7 +19,7 @@ import os
 
 from xtune_keras.config import load_config
 from xtune_keras.errors import XtuneError
-from xtune_keras.report import _num
+from xtune_keras.report import METRIC_HEADER, format_markdown, metric_cells
 from xtune_keras.sweep import execute_runs, planned_runs, read_sweep_file, report_ablation
 
 GENERALIZE_KEYS = ("base", "other_valid", "seeds", "epochs", "names")
@@ -82,12 +82,6 @@ def run_generalize(path, seeds=None, extra_overrides=(), other_valid=None, echo=
 
 def generalization_table(rows):
     """The write-up's table: index, bert freezing, data homology, best result (mean, variance)."""
-    header = ["index", "bert freezing", "data homology", "runs", "val acc (mean)", "V(val acc)",
-              "micro-F1", "macro-F1"]
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    for row in rows:
-        cells = [row["variant"], str(row["bert_frozen"]), str(row["same_source"]), str(row["runs"]),
-                 _num(row.get("val_acc_mean")), _num(row.get("val_acc_var"), 6),
-                 _num(row.get("val_micro_f1_mean")), _num(row.get("val_macro_f1_mean"))]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    header = ["index", "bert freezing", "data homology", "runs"] + METRIC_HEADER
+    return format_markdown(header, [[row["variant"], str(row["bert_frozen"]), str(row["same_source"]),
+                                     str(row["runs"])] + metric_cells(row) for row in rows])

@@ -135,17 +135,27 @@ def write_tables(rows, out_dir, groups=None):
 
 
 def markdown_table(rows):
-    header = ["variant", "runs", "val acc (mean)", "V(val acc)", "micro-F1", "macro-F1", "t vs row 0", "p"]
+    header = ["variant", "runs"] + METRIC_HEADER + ["t vs row 0", "p"]
+    return format_markdown(header, [[row["variant"], str(row["runs"])] + metric_cells(row)
+                                    + [number_cell(row["t"], 3), number_cell(row["p"], 3)] for row in rows])
+
+
+METRIC_HEADER = ["val acc (mean)", "V(val acc)", "micro-F1", "macro-F1"]
+
+
+def metric_cells(row):
+    """The cells under METRIC_HEADER of one summarized row."""
+    return [number_cell(row.get("val_acc_mean")), number_cell(row.get("val_acc_var"), 6),
+            number_cell(row.get("val_micro_f1_mean")), number_cell(row.get("val_macro_f1_mean"))]
+
+
+def format_markdown(header, body):
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    for row in rows:
-        cells = [row["variant"], str(row["runs"]), _num(row.get("val_acc_mean")), _num(row.get("val_acc_var"), 6),
-                 _num(row.get("val_micro_f1_mean")), _num(row.get("val_macro_f1_mean")), _num(row["t"], 3),
-                 _num(row["p"], 3)]
-        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["| " + " | ".join(cells) + " |" for cells in body]
     return "\n".join(lines) + "\n"
 
 
-def _num(value, digits=4):
+def number_cell(value, digits=4):
     return "" if value is None else "%.*f" % (digits, value)
 
 

@@ -18,6 +18,7 @@ from xtune_keras.adversarial import build_trainer
 from xtune_keras.batches import PaddedBatches
 from xtune_keras.config import config_hash, dump_config
 from xtune_keras.data import DEFAULT_THRESHOLD, LabelVocab, load_examples, split_examples
+from xtune_keras.distribute import build_strategy, replica_aware
 from xtune_keras.encoders import build_tokenizer, read_config, resolve_encoder_paths
 from xtune_keras.losses import ACTIVATIONS, build_loss, loss_type
 from xtune_keras.metrics import ACTIVATIONS as NUMPY_ACTIVATIONS
@@ -168,8 +169,6 @@ def run_experiment(config, force=False, echo=True):
     data, train, enc = config["data"], config["train"], config["encoder"]
     prepared = prepare_data(config)
     labels, targets = prepared["labels"], prepared["targets"]
-    from xtune_keras.distribute import build_strategy, replica_aware  # train.strategy
-
     # train.strategy: mirrored builds every variable (model, optimizer, metrics) on each device;
     # train.batch_size stays the global batch, split across the replicas. No strategy: a no-op.
     strategy = build_strategy(train["strategy"], train["devices"], train["batch_size"], echo)

@@ -66,6 +66,23 @@ def ids_digest(token_ids):
     return h.hexdigest()[:16]
 
 
+def keras_timer(keras, clock):
+    """A Keras callback class feeding ``clock`` (a StepClock) from fit's hooks; ``keras`` is passed
+    in because this module imports no TensorFlow (the HF venv uses it too)."""
+
+    class Timer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            clock.epoch_begin()
+
+        def on_train_batch_end(self, batch, logs=None):
+            clock.step_end()
+
+        def on_epoch_end(self, epoch, logs=None):
+            clock.epoch_end()
+
+    return Timer
+
+
 class StepClock:
     """Wall-clock of training only.
 

@@ -110,15 +110,7 @@ def main(argv=None):
 
     clock, valid_log = common.StepClock(), []
 
-    class Timer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            clock.epoch_begin()
-
-        def on_train_batch_end(self, batch, logs=None):
-            clock.step_end()
-
-        def on_epoch_end(self, epoch, logs=None):
-            clock.epoch_end()
+    Timer = common.keras_timer(keras, clock)
 
     class Evaluator(keras.callbacks.Callback):
         """Validation accuracy after each epoch (the examples' Evaluator; nothing is saved: the

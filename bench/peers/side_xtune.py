@@ -65,15 +65,7 @@ def main(argv=None):
 
     clock, shapes, seen = common.StepClock(), common.ShapeLog(), {}
 
-    class Timer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            clock.epoch_begin()
-
-        def on_train_batch_end(self, batch, logs=None):
-            clock.step_end()
-
-        def on_epoch_end(self, epoch, logs=None):
-            clock.epoch_end()
+    Timer = common.keras_timer(keras, clock)
 
     original_fit = runner.fit_in_phases
 
