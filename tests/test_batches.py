@@ -30,3 +30,67 @@ def test_prediction_batches_carry_inputs_only():
     batches = PaddedBatches([[2, 3]], [[0, 0]], None, batch_size=4)
     (x,) = batches[0]
     assert set(x) == {"Input-Token", "Input-Segment"}
+
+
+def _lengths_and_labels(batches):
+    """(padded length, label column) of each batch of one pass."""
+    return [(x["Input-Token"].shape[1], y[:, 0].tolist()) for x, y in (batches[i] for i in range(len(batches)))]
+
+
+def _varied(n=100, seed=3):
+    rng = np.random.default_rng(seed)
+    ids = [[2] + [9] * int(k) + [3] for k in rng.integers(1, 60, n)]
+    return ids, [[0] * len(x) for x in ids], np.arange(n)[:, None]
+
+
+def test_group_by_length_pads_less_and_still_covers_every_example_once():
+    ids, segs, labels = _varied()
+    plain = PaddedBatches(ids, segs, labels, batch_size=8, shuffle=True, seed=1)
+    grouped = PaddedBatches(ids, segs, labels, batch_size=8, shuffle=True, seed=1, group_by_length=True,
+                            pool_batches=4)
+    for epoch in range(3):
+        seen = sorted(sum((y for _, y in _lengths_and_labels(grouped)), []))
+        assert seen == list(range(100)), epoch
+        assert len(grouped) == len(plain) == 13
+        # within a pool of 4 batches (32 texts) sorted by length, a batch spans few lengths
+        assert grouped.padded_tokens() < 0.8 * plain.padded_tokens(), epoch
+        grouped.on_epoch_end()
+        plain.on_epoch_end()
+
+
+def test_group_by_length_is_seeded_and_reshuffled_every_epoch():
+    ids, segs, labels = _varied()
+    first = PaddedBatches(ids, segs, labels, batch_size=8, shuffle=True, seed=5, group_by_length=True,
+                          pool_batches=4)
+    second = PaddedBatches(ids, segs, labels, batch_size=8, shuffle=True, seed=5, group_by_length=True,
+                           pool_batches=4)
+    epoch1 = _lengths_and_labels(first)
+    assert epoch1 == _lengths_and_labels(second)
+    first.on_epoch_end()
+    assert _lengths_and_labels(first) != epoch1
+    # batch order is random: not longest-first nor shortest-first
+    lengths = [n for n, _ in epoch1]
+    assert lengths != sorted(lengths) and lengths != sorted(lengths, reverse=True)
+
+
+def test_group_by_length_only_for_shuffled_batches():
+    ids, segs, labels = _varied(10)
+    try:
+        PaddedBatches(ids, segs, labels, batch_size=4, group_by_length=True)
+    except ValueError as e:
+        assert "shuffle" in str(e)
+    else:
+        raise AssertionError("group_by_length without shuffle was accepted")
+
+
+def test_by_length_batches_pad_least_and_outputs_come_back_in_input_order():
+    ids, segs, _ = _varied(37)
+    batches = PaddedBatches(ids, segs, None, batch_size=8, by_length=True)
+    plain = PaddedBatches(ids, segs, None, batch_size=8)
+    assert batches.padded_tokens() < plain.padded_tokens()
+    widths = [batches[i][0]["Input-Token"].shape[1] for i in range(len(batches))]
+    assert widths == sorted(widths, reverse=True)
+    # a stand-in "model output" per example: its own length, read from the padded batch
+    outputs = np.concatenate([(batches[i][0]["Input-Token"] > 0).sum(1) for i in range(len(batches))])
+    assert batches.in_input_order(outputs).tolist() == [len(x) for x in ids]
+    assert plain.in_input_order(outputs[:0].tolist() + list(range(37))).tolist() == list(range(37))

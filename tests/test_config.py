@@ -43,6 +43,8 @@ def test_overrides_parse_values(tmp_path):
     ("train.epochs=0", "train.epochs must be an integer >= 1"),
     ("model.heads=[{type: mlp, width: 3}]", "unknown option 'width' for head 'mlp'; valid: units"),
     ("trainlr", "expected key=value"),
+    ("train.group_by_length=maybe", "train.group_by_length must be true or false"),
+    ("train.length_pool=0", "train.length_pool must be an integer >= 1"),
 ])
 def test_bad_config_names_the_key(tmp_path, override, fragment):
     with pytest.raises(XtuneError, match=None) as info:
@@ -55,3 +57,17 @@ def test_hash_ignores_seed_and_output_only(tmp_path):
     base = config_hash(load_config(path))
     assert config_hash(load_config(path, ["seed=5", "output.runs_dir=elsewhere"])) == base
     assert config_hash(load_config(path, ["train.lr=1e-5"])) != base
+
+
+def test_keys_added_later_are_hashed_only_when_changed(tmp_path):
+    """A config written before train.group_by_length existed keeps its run folder."""
+    path = write(tmp_path, BASE)
+    config = load_config(path)
+    base = config_hash(config)
+    older = {k: dict(v) if isinstance(v, dict) else v for k, v in config.items()}
+    del older["train"]["group_by_length"], older["train"]["length_pool"]
+    assert config_hash(older) == base
+    assert config_hash(load_config(path, ["train.group_by_length=false", "train.length_pool=50"])) == base
+    grouped = config_hash(load_config(path, ["train.group_by_length=true"]))
+    assert grouped != base
+    assert config_hash(load_config(path, ["train.group_by_length=true", "train.length_pool=8"])) != grouped

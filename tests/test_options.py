@@ -41,6 +41,7 @@ OPTION_SETS = {
     "avg_stack": ["model.heads=[{type: mlp, units: [9, 7]}, {type: avg}]"],
     "dropouts": ["encoder.dropout=0.2", "encoder.attention_dropout=0.05"],
     "rule_per_segment": ["data.truncation=head", "data.truncation2=tail", "data.max_len=12"],
+    "group_by_length": ["train.group_by_length=true", "train.length_pool=2"],
 }
 
 
@@ -51,6 +52,17 @@ def test_option_trains_and_saves(tiny_ckpt, data, tmp_path, name):
     assert np.isfinite(result["best"]["val_loss"])
     model, meta, _ = load_model_file(result["h5"])
     assert model.name == "xtune_classifier"
+
+
+def test_validation_metrics_of_length_sorted_prediction_match_the_saved_model(tiny_ckpt, data, tmp_path):
+    """Validation predicts in length order (batches.py); the scores must be those of the texts in
+    file order, as ``xtune evaluate`` computes them from the saved .h5."""
+    result = train(tiny_ckpt, data, tmp_path, ["train.group_by_length=true", "train.epochs=2",
+                                               "train.batch_size=7"])
+    scores = evaluate_file(result["h5"], data["valid"])
+    best = result["best"]
+    for key in ("acc", "micro_f1", "macro_f1", "subset_acc"):
+        assert scores[key] == pytest.approx(best["val_" + key], abs=1e-9), key
 
 
 def encoder_weight(model):

@@ -40,7 +40,7 @@ class ValidationMetrics(keras.callbacks.Callback):
         self.multi_label, self.threshold = multi_label, threshold
 
     def on_epoch_end(self, epoch, logs=None):
-        logits = self.model.predict(self.batches, verbose=0)
+        logits = self.batches.in_input_order(self.model.predict(self.batches, verbose=0))
         scores = evaluate_logits(logits, self.y_true, self.loss_fn, self.activation,
                                  self.multi_label, self.threshold)
         logs.update({"val_" + k: v for k, v in scores.items()})

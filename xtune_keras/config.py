@@ -76,6 +76,9 @@ DEFAULTS = {
         "adversarial": None,  # {method: fgm | pgd, epsilon: 1.0, alpha: 0.3, steps: 3}
         "rdrop_alpha": 0.0,  # R-Drop (Liang et al. 2021) weight of the symmetric KL
         "batch_size": 64,
+        # Batches of texts of similar length, in random order (less padding; see batches.py).
+        "group_by_length": False,
+        "length_pool": 50,  # group_by_length: batches per pool sorted together (HF Trainer: 50)
         "epochs": 5,
         "monitor": "val_loss",  # val_loss | val_acc | val_micro_f1 | val_macro_f1 | val_subset_acc
         "patience": 0,
@@ -207,7 +210,11 @@ def validate(config, path):
     for i, head in enumerate(model["heads"]):
         validate_head(head, "%s: model.heads[%d]" % (path, i))
     validate_encoder(config["encoder"], path)
-    for key, low in (("data.max_len", 8), ("train.batch_size", 1), ("train.epochs", 1)):
+    if not isinstance(train["group_by_length"], bool):
+        raise XtuneError("%s: train.group_by_length must be true or false (got %r)"
+                         % (path, train["group_by_length"]))
+    for key, low in (("data.max_len", 8), ("train.batch_size", 1), ("train.epochs", 1),
+                     ("train.length_pool", 1)):
         section, name = key.split(".")
         value = config[section][name]
         if not isinstance(value, int) or value < low:
@@ -299,11 +306,19 @@ def validate_cache(data, path):
 UNHASHED_DATA_KEYS = ("cache", "cache_dir")
 
 
+# Keys added after runs were first written are hashed only away from their default, so a run made
+# before a key existed keeps its folder (and an interrupted sweep still resumes) after an upgrade.
+HASHED_ONLY_IF_CHANGED = {("train", "group_by_length"): False, ("train", "length_pool"): 50}
+
+
 def config_hash(config):
     """Short stable hash of everything that changes results (the seed has its own folder)."""
     relevant = {k: v for k, v in config.items() if k not in ("seed", "output")}
     if isinstance(relevant.get("data"), dict):
         relevant["data"] = {k: v for k, v in relevant["data"].items() if k not in UNHASHED_DATA_KEYS}
+    for (section, key), default in HASHED_ONLY_IF_CHANGED.items():
+        if isinstance(relevant.get(section), dict) and relevant[section].get(key, default) == default:
+            relevant[section] = {k: v for k, v in relevant[section].items() if k != key}
     text = json.dumps(relevant, sort_keys=True, default=str)
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:8]
 

@@ -28,7 +28,8 @@ def predict_probs(model, meta, token_dict, examples):
     tokenizer = tokenizer_from_vocab(token_dict, do_lower_case=meta["lowercase"])
     ids, segs = encode_examples(tokenizer, examples, meta["max_len"], meta["truncation"],
                                 meta["head_ratio"], meta.get("truncation2"))  # absent in older files
-    logits = model.predict(PaddedBatches(ids, segs, None, PREDICT_BATCH), verbose=0)
+    batches = PaddedBatches(ids, segs, None, PREDICT_BATCH, by_length=True)
+    logits = batches.in_input_order(model.predict(batches, verbose=0))
     return ACTIVATIONS[meta["activation"]](np.asarray(logits, dtype=np.float64))
 
 

@@ -179,7 +179,9 @@ def run_experiment(config, force=False, echo=True):
         activation = ACTIVATIONS[loss_type(config["model"]["loss"])]
         batches = {name: PaddedBatches(*prepared["encoded"][name], targets[name],
                                        batch_size=train["batch_size"], shuffle=(name == "train"),
-                                       seed=config["seed"])
+                                       seed=config["seed"],
+                                       group_by_length=train["group_by_length"] and name == "train",
+                                       pool_batches=train["length_pool"])
                    for name in prepared["encoded"]}
         num_layers = read_config(prepared["paths"]["config"])["num_hidden_layers"]
         optimizer = make_optimizer(train, classifier, num_layers, len(batches["train"]))
@@ -234,7 +236,8 @@ def run_experiment(config, force=False, echo=True):
 
 
 def _logits(classifier, batches):
-    return classifier.predict(_inputs_only(batches), verbose=0)
+    inputs = _inputs_only(batches)
+    return inputs.in_input_order(classifier.predict(inputs, verbose=0))
 
 
 def tune_and_store_thresholds(logits, y_true, activation, h5_path):
@@ -278,7 +281,8 @@ def fit_in_phases(model, train_batches, callbacks, epochs, unfreeze_epoch, froze
 
 
 def _inputs_only(batches):
-    return PaddedBatches(batches.token_ids, batches.segment_ids, None, batches.batch_size)
+    """Prediction batches of the same texts, in length order (less padding; see batches.py)."""
+    return PaddedBatches(batches.token_ids, batches.segment_ids, None, batches.batch_size, by_length=True)
 
 
 def _epoch_logs(history, epoch):

@@ -60,6 +60,8 @@ def parse(argv=None):
     p.add_argument("--out", default=None, help="default: bench/out/peers/r8-<sizes>-e<epochs>-len<max-len>")
     p.add_argument("--hf-python", default=HF_PYTHON)
     p.add_argument("--hf-optim", default=None, help="TrainingArguments.optim (default: the Trainer's)")
+    p.add_argument("--hf-group-by-length", action="store_true",
+                   help="run the Trainer with its own group_by_length=True (default: off, its default)")
     p.add_argument("--xtune-override", action="append", default=[], help="extra key=value for xtune train")
     p.add_argument("--no-flops", action="store_true", help="skip flops.py")
     p.add_argument("--flops-args", default="", help="extra arguments for flops.py, e.g. '--matmul 2048'")
@@ -111,6 +113,8 @@ def side_command(system, args, data, out):
            "--threads", str(args.threads)]
     if system == "hf" and args.hf_optim:
         cmd += ["--optim", args.hf_optim]
+    if system == "hf" and args.hf_group_by_length:
+        cmd += ["--group-by-length"]
     if system == "xtune":
         for item in args.xtune_override:
             cmd += ["--xtune-override", item]
@@ -163,7 +167,7 @@ def markdown(args, data, rows, flops_result):
         "",
         "Reuters R8 (%s: train %d, valid %d, test %d, seed %d), all-MiniLM-L6-v2, [CLS] -> Dense 256 relu "
         "-> dropout 0.1 -> Dense 8, softmax cross-entropy, Adam lr %g (eps 1e-6, no decay, no warmup, "
-        "no clipping), batch %d, max_len %d, %d epoch(s), padding per batch, final-epoch weights tested. "
+        "no clipping), batch %d, max_len %d, %d epoch(s), final-epoch weights tested. "
         "%d intra-op threads each, on %d cores."
         % (data, args.train, args.valid, args.test, args.seed, args.lr, args.batch_size, args.max_len,
            args.epochs, args.threads, os.cpu_count()),
@@ -201,15 +205,16 @@ def markdown(args, data, rows, flops_result):
         "- test acc / macro-F1: score.py on each system's predictions.csv (macro over the labels in the "
         "test truth or predictions).",
         "",
-        "| system | epoch seconds | mean padded len | valid per epoch | threads | versions | test ids digest |",
-        "| --- | --- | ---: | --- | --- | --- | --- |",
+        "| system | batching | epoch seconds | mean padded len | valid per epoch | threads | versions "
+        "| test ids digest |",
+        "| --- | --- | --- | ---: | --- | --- | --- | --- |",
     ]
     for r in rows:
         if "error" in r:
             continue
         sm = r["summary"]
-        lines.append("| %s | %s | %s | %s | %s | %s | %s |" % (
-            r["label"], ", ".join("%.2f" % x for x in sm["timing"]["epoch_seconds"]),
+        lines.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            r["label"], sm.get("batching", "per batch"), ", ".join("%.2f" % x for x in sm["timing"]["epoch_seconds"]),
             fmt(r.get("mean_padded_len")), valid_text(sm.get("valid_per_epoch", [])),
             ", ".join("%s %s" % kv for kv in sm["threads"].items()),
             ", ".join("%s %s" % kv for kv in sm["versions"].items()), sm["token_digests"]["test"]))

@@ -132,6 +132,7 @@ def main(argv=None):
     steps = sum(timing["steps_per_epoch"])
     common.write_summary(args.out, {
         "system": "bert4keras",
+        "batching": "per batch",
         "timing": timing,
         # the generator is consumed in order, so its first `steps` batches are the trained ones
         "batch_shapes": [[b, n] for b, n, _ in shapes.shapes[:steps]],

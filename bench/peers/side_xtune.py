@@ -120,6 +120,8 @@ def main(argv=None):
     timing = clock.summary(seen["sizes"]["train"], args.batch_size)
     common.write_summary(args.out, {
         "system": "xtune",
+        "batching": ("per batch, grouped by length (train.group_by_length, pools of %d batches)"
+                     % config["train"]["length_pool"]) if config["train"]["group_by_length"] else "per batch",
         "command": "xtune " + " ".join(argv_train),
         "timing": timing,
         "batch_shapes": [list(s) for s in shapes.in_window(clock)],

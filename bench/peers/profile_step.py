@@ -1,0 +1,181 @@
+"""Where the time of an xtune training step goes, and what length grouping saves.
+
+    .venv/bin/python bench/peers/profile_step.py [--data bench/out/peers/data/r8-1000-200-800-seed0]
+        [--rounds 7] [--out bench/out/peers/profile.json]
+
+Three parts, printed as Markdown and written as JSON:
+
+1. padded tokens of one training epoch of the peers' data (batch 32) at max_len 128 and 256:
+   random batches (the plain loop, the Trainer's default, xtune without grouping; mean of 5
+   shuffles), ``train.group_by_length`` (pools of 50 batches) and the floor (the whole epoch
+   sorted), against the real tokens. Counted, not timed: no machine noise.
+2. the parts of one step of the peers' model (MiniLM, CLS + mlp(256), softmax CE, Adam) on
+   batch 32 at several padded lengths: building the batch (PaddedBatches), the forward pass,
+   forward + backward (GradientTape, no update), the whole ``train_on_batch``. Lengths are
+   interleaved round by round and the median and minimum over rounds are reported: steps on
+   this 2-core VM switch between two speeds (about 1.7 and 2.55 s at 32 x 128) whatever runs.
+3. XLA: ``jit_compile=True`` against the same model without it, steps alternated between the
+   two models (same machine state for both), plus the compile time of the first step; every new
+   batch shape compiles again.
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import common  # noqa: E402
+
+ENCODER = os.path.join("checkpoints", "all-MiniLM-L6-v2")
+HEADS = [{"type": "cls"}, {"type": "mlp", "units": [common.HEAD_UNITS], "dropout": common.HEAD_DROPOUT}]
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", default=os.path.join("bench", "out", "peers", "data", "r8-1000-200-800-seed0"))
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lengths", default="32,64,96,128")
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--xla-steps", type=int, default=10)
+    p.add_argument("--out", default=os.path.join("bench", "out", "peers", "profile.json"))
+    return p.parse_args(argv)
+
+
+def padded_tokens(token_ids, batch_size):
+    from xtune_keras.batches import PaddedBatches
+
+    segs = [[0] * len(t) for t in token_ids]
+    random = [PaddedBatches(token_ids, segs, None, batch_size, shuffle=True, seed=s).padded_tokens()
+              for s in range(5)]
+    grouped = [PaddedBatches(token_ids, segs, None, batch_size, shuffle=True, seed=s,
+                             group_by_length=True).padded_tokens() for s in range(5)]
+    floor = PaddedBatches(token_ids, segs, None, batch_size, by_length=True).padded_tokens()
+    return {"real": int(sum(len(t) for t in token_ids)), "random": statistics.mean(random),
+            "grouped": statistics.mean(grouped), "sorted_floor": floor}
+
+
+def token_counts(args):
+    from bert4keras.tokenizers import Tokenizer
+
+    splits, _ = common.read_data(args.data)
+    tokenizer = Tokenizer(os.path.join(ENCODER, "vocab.txt"), do_lower_case=True)
+    texts = splits["train"][0]
+    return {max_len: padded_tokens([tokenizer.encode(t, maxlen=max_len)[0] for t in texts], args.batch_size)
+            for max_len in (128, 256)}
+
+
+def build(jit_compile=False):
+    from bert4keras.backend import keras
+    from xtune_keras.losses import build_loss
+    from xtune_keras.model import build_classifier
+    from xtune_keras.optimizers import build_optimizer
+
+    keras.utils.set_random_seed(0)
+    model = build_classifier(os.path.join(ENCODER, "bert_config.json"), os.path.join(ENCODER, "bert_model.ckpt"),
+                             8, HEADS)
+    model.compile(optimizer=build_optimizer("adam", 1e-4), loss=build_loss("ce"), jit_compile=jit_compile)
+    return model
+
+
+def batch_of(batch_size, length, seed=0):
+    import numpy as np
+    from xtune_keras.batches import PaddedBatches
+
+    rng = np.random.default_rng(seed)
+    ids = [[101] + rng.integers(1000, 30000, length - 2).tolist() + [102] for _ in range(batch_size)]
+    labels = np.eye(8, dtype=np.float32)[rng.integers(0, 8, batch_size)]
+    return PaddedBatches(ids, [[0] * length] * batch_size, labels, batch_size)
+
+
+def timed(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def step_parts(args):
+    import tensorflow as tf
+
+    model = build()
+    loss_fn = model.loss
+    lengths = [int(n) for n in args.lengths.split(",")]
+    batches = {n: batch_of(args.batch_size, n) for n in lengths}
+
+    def forward_backward(x, y):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(loss_fn(y, model(x, training=True)))
+        return tape.gradient(loss, model.trainable_variables)  # returned: else the graph prunes them
+
+    forward_backward = tf.function(forward_backward, reduce_retracing=True)
+    forward = tf.function(lambda x: model(x, training=True), reduce_retracing=True)
+    parts = {n: {"build batch": [], "forward": [], "forward+backward": [], "train step": []} for n in lengths}
+    for n in lengths:  # trace every function at every shape once, untimed
+        x, y = batches[n][0]
+        forward(x), forward_backward(x, y), model.train_on_batch(x, y)
+    for _ in range(args.rounds):
+        for n in lengths:
+            x, y = batches[n][0]
+            parts[n]["build batch"].append(timed(lambda: batches[n][0]))
+            parts[n]["forward"].append(timed(lambda: forward(x)[0, 0].numpy()))
+            parts[n]["forward+backward"].append(timed(lambda: forward_backward(x, y)))
+            parts[n]["train step"].append(timed(lambda: model.train_on_batch(x, y)))
+    return {n: {part: {"median": statistics.median(t), "min": min(t)} for part, t in p.items()}
+            for n, p in parts.items()}
+
+
+def xla(args):
+    length = max(int(n) for n in args.lengths.split(","))
+    x, y = batch_of(args.batch_size, length)[0]
+    plain, jitted = build(False), build(True)
+    first = {"plain": timed(lambda: plain.train_on_batch(x, y)), "xla": timed(lambda: jitted.train_on_batch(x, y))}
+    times = {"plain": [], "xla": []}
+    for _ in range(args.xla_steps):
+        times["plain"].append(timed(lambda: plain.train_on_batch(x, y)))
+        times["xla"].append(timed(lambda: jitted.train_on_batch(x, y)))
+    return {"length": length, "first_step_s": first,
+            "median_s": {k: statistics.median(v) for k, v in times.items()},
+            "min_s": {k: min(v) for k, v in times.items()}}
+
+
+def markdown(result, args):
+    lines = ["### Padded tokens of one training epoch (%s, batch %d)" % (args.data, args.batch_size), "",
+             "| max_len | real tokens | random batches | grouped by length (pools of 50) | whole epoch sorted "
+             "| random / grouped |", "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for max_len, c in result["tokens"].items():
+        lines.append("| %s | %d | %.0f | %.0f | %d | %.2fx |" % (max_len, c["real"], c["random"], c["grouped"],
+                                                               c["sorted_floor"], c["random"] / c["grouped"]))
+    lines += ["", "### Parts of a step, batch %d (seconds over %d interleaved rounds: median / min)"
+              % (args.batch_size, args.rounds), "",
+              "| padded length | build batch | forward | forward+backward | train step | train step per 1k tokens |",
+              "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for n, p in result["parts"].items():
+        cells = ["%.4f / %.4f" % (p[k]["median"], p[k]["min"]) for k in
+                 ("build batch", "forward", "forward+backward", "train step")]
+        per_k = p["train step"]["median"] / (args.batch_size * int(n)) * 1000
+        lines.append("| %s | %s | %.3f |" % (n, " | ".join(cells), per_k))
+    x = result["xla"]
+    lines += ["", "### XLA at 32 x %d (%d alternated steps)" % (x["length"], args.xla_steps), "",
+              "| | first step (trace/compile) s | median step s | min step s |", "| --- | ---: | ---: | ---: |"]
+    for k in ("plain", "xla"):
+        lines.append("| %s | %.2f | %.3f | %.3f |" % (k, x["first_step_s"][k], x["median_s"][k], x["min_s"][k]))
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    args = parse(argv)
+    import xtune_keras  # noqa: F401  (TF environment first)
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(os.cpu_count())
+    result = {"tokens": token_counts(args), "parts": step_parts(args), "xla": xla(args)}
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    with open(args.out, "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=2)
+    print(markdown(json.loads(json.dumps(result)), args))
+
+
+if __name__ == "__main__":
+    main()
