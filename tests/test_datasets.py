@@ -42,6 +42,19 @@ def test_too_large_subset_is_an_error(tmp_path):
         prepare_dataset("reuters-r8", str(tmp_path), sizes=(6000, 10, 10))
 
 
+@needs_orange
+def test_cli_prepare_data_takes_all_rows_for_one_part(tmp_path, capsys):
+    from xtune_keras import cli
+
+    assert cli.main(["prepare-data", "reuters-r8", str(tmp_path), "--train", "all", "--valid", "10",
+                     "--test", "20"]) in (0, None)
+    assert len(pd.read_csv(tmp_path / "train.csv")) == 5485 - 10  # R8's train file, less the valid rows
+    with pytest.raises(SystemExit) as info:
+        cli.main(["prepare-data", "reuters-r8", str(tmp_path), "--train", "lots"])
+    assert info.value.code == 2
+    assert "--train: expected a row count or 'all', got 'lots'" in capsys.readouterr().err
+
+
 def test_unknown_dataset_lists_valid_ones(tmp_path):
     with pytest.raises(XtuneError, match="valid: " + ", ".join(DATASETS)):
         prepare_dataset("imdb", str(tmp_path))

@@ -87,6 +87,11 @@ def check_options(method, epsilon, alpha, steps, rdrop_alpha, activation):
         raise XtuneError("model.loss: activation %r is not one of %s" % (activation, ", ".join(ACTIVATIONS)))
 
 
+def replicas():
+    """Replicas training in sync: 1 outside a tf.distribute strategy (train.strategy)."""
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
 class AdversarialTrainer(keras.Model):
     """Wraps ``classifier`` (inputs -> logits) with an adversarial / R-Drop ``train_step``.
 
@@ -137,7 +142,10 @@ class AdversarialTrainer(keras.Model):
         logits, logits2 = tf.split(both, 2, axis=0)
         task = (self.task_loss(y, logits, sample_weight) + self.task_loss(y, logits2, sample_weight)) / 2
         kl = tf.reduce_mean(symmetric_kl(logits, logits2, self.activation))
-        return task + self.rdrop_alpha * kl, logits, {"task_loss": task, "rdrop_kl": kl}
+        # Under a tf.distribute strategy compiled_loss returns each replica's loss divided by the
+        # number of replicas, so that the summed gradients are those of the global mean; the KL, a
+        # plain mean, is divided alike (else its gradient counts once per replica).
+        return task + self.rdrop_alpha * kl / replicas(), logits, {"task_loss": task, "rdrop_kl": kl}
 
     def loss_and_gradients(self, x, y, sample_weight, variables):
         """Objective and its gradients w.r.t. ``variables`` and the embedding matrix (watched even
@@ -195,7 +203,11 @@ class AdversarialTrainer(keras.Model):
         loss = self.task_loss(y, logits, sample_weight)
         return self.update_metrics(y, logits, sample_weight, {"loss": loss})
 
+    LOSS_LOGS = ("loss", "adv_loss", "task_loss")  # divided by the replicas under a strategy
+
     def update_metrics(self, y, logits, sample_weight, logs):
+        if replicas() > 1:  # log the per-example losses, not each replica's share (see objective)
+            logs = {k: v * replicas() if k in self.LOSS_LOGS else v for k, v in logs.items()}
         batch = tf.shape(logits)[0]  # weight batch means by size, as Keras's own loss tracker does
         for tracker in self.trackers:
             if tracker.name in logs:

@@ -108,6 +108,16 @@ def cmd_convert_e5(args):
     print(json.dumps(convert_e5(args.src or default_e5_path(), args.dir), indent=2, default=str))
 
 
+def row_count(text):
+    """A --train/--valid/--test value: a row count, or ``all`` (None: the rest of the rows)."""
+    if text.strip().lower() == "all":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a row count or 'all', got %r" % text)
+
+
 def cmd_prepare_data(args):
     from xtune_keras.datasets import prepare_dataset
 
@@ -217,9 +227,9 @@ def build_parser():
     p = sub.add_parser("prepare-data", help="write train/valid/test CSVs of a packaged dataset")
     p.add_argument("name")
     p.add_argument("dir")
-    p.add_argument("--train", type=int, default=2000)
-    p.add_argument("--valid", type=int, default=400)
-    p.add_argument("--test", type=int, default=800)
+    for part, default in (("train", 2000), ("valid", 400), ("test", 800)):
+        p.add_argument("--" + part, type=row_count, default=default,
+                       help="rows (default %d); all: every row left for this part (one part at most)" % default)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_prepare_data)
 

@@ -10,14 +10,13 @@ its masks per replica, so runs with dropout are not bit for bit those of one dev
 What was checked under MirroredStrategy (tests/test_strategy.py, and by hand on two logical
 CPUs): the plain Keras ``train_step``; every bert4keras-based optimizer extension of
 ``optimizers.py`` (AdamW decay, global-norm clipping, warmup/decay, parameter-wise LR, EMA,
-gradient accumulation: same weights as one device); FGM, PGD and R-Drop through
-:class:`ReplicaAwareTrainer` below. FGM and PGD perturb each replica's copy of the embeddings
+gradient accumulation: same weights as one device); FGM, PGD and R-Drop (AdversarialTrainer
+scales its R-Drop KL and its logged losses by the number of replicas). FGM and PGD perturb each replica's copy of the embeddings
 along the gradient of that replica's share of the batch (the usual data-parallel FGM), so they
 are not bit for bit the one-device run either.
 """
 import tensorflow as tf
 
-from xtune_keras.adversarial import AdversarialTrainer
 from xtune_keras.errors import XtuneError
 
 
@@ -78,37 +77,3 @@ def _find_device(name):
             return device.name
     raise XtuneError("train.devices: no device %s on this machine; devices here: %s"
                      % (_short(name), shown))
-
-
-def replica_aware(model):
-    """``model`` itself, or an AdversarialTrainer (FGM, PGD, R-Drop) as a ReplicaAwareTrainer."""
-    if not isinstance(model, AdversarialTrainer) or isinstance(model, ReplicaAwareTrainer):
-        return model
-    return ReplicaAwareTrainer(model.classifier, model.method, model.epsilon, model.alpha, model.steps,
-                               model.rdrop_alpha, model.activation, model.embedding_layer)
-
-
-class ReplicaAwareTrainer(AdversarialTrainer):
-    """AdversarialTrainer with its losses scaled right when there are several replicas.
-
-    Under a strategy, ``compiled_loss`` returns each replica's loss divided by the number of
-    replicas (so that the summed gradients are those of the global mean). The trainer's own
-    ``Mean`` trackers would then log ``loss``, ``adv_loss`` and ``task_loss`` divided by it, and
-    R-Drop's KL, a plain mean, would enter the summed gradients once per replica. Here the KL is
-    divided like the task loss and the logged losses are multiplied back. One replica: no change.
-    """
-
-    LOSS_LOGS = ("loss", "adv_loss", "task_loss")
-
-    def objective(self, x, y, sample_weight=None):
-        loss, logits, extra = super().objective(x, y, sample_weight)
-        if "rdrop_kl" in extra:
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            loss = extra["task_loss"] + self.rdrop_alpha * extra["rdrop_kl"] / replicas
-        return loss, logits, extra
-
-    def update_metrics(self, y, logits, sample_weight, logs):
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        if replicas > 1:
-            logs = {k: v * replicas if k in self.LOSS_LOGS else v for k, v in logs.items()}
-        return super().update_metrics(y, logits, sample_weight, logs)

@@ -18,7 +18,7 @@ from xtune_keras.adversarial import build_trainer
 from xtune_keras.batches import PaddedBatches
 from xtune_keras.config import config_hash, dump_config
 from xtune_keras.data import DEFAULT_THRESHOLD, LabelVocab, load_examples, split_examples
-from xtune_keras.distribute import build_strategy, replica_aware
+from xtune_keras.distribute import build_strategy
 from xtune_keras.encoders import build_tokenizer, read_config, resolve_encoder_paths
 from xtune_keras.losses import ACTIVATIONS, build_loss, loss_type
 from xtune_keras.metrics import ACTIVATIONS as NUMPY_ACTIVATIONS
@@ -186,8 +186,6 @@ def run_experiment(config, force=False, echo=True):
         num_layers = read_config(prepared["paths"]["config"])["num_hidden_layers"]
         optimizer = make_optimizer(train, classifier, num_layers, len(batches["train"]))
         model = make_trainer(classifier, train, activation)
-        if train["strategy"]:
-            model = replica_aware(model)  # FGM/PGD/R-Drop losses scaled for several replicas
         compile_model(model, optimizer, loss)
 
     _prepare_run_dir(run_dir, config, labels)

@@ -61,7 +61,8 @@ def parse(argv=None):
     p.add_argument("--hf-python", default=HF_PYTHON)
     p.add_argument("--hf-optim", default=None, help="TrainingArguments.optim (default: the Trainer's)")
     p.add_argument("--hf-group-by-length", action="store_true",
-                   help="run the Trainer with its own group_by_length=True (default: off, its default)")
+                   help="run the Trainer with its own length grouping (train_sampling_strategy="
+                        "'group_by_length'; default: off, its default)")
     p.add_argument("--xtune-override", action="append", default=[], help="extra key=value for xtune train")
     p.add_argument("--no-flops", action="store_true", help="skip flops.py")
     p.add_argument("--flops-args", default="", help="extra arguments for flops.py, e.g. '--matmul 2048'")

@@ -40,7 +40,8 @@ def main(argv=None):
     p = common.side_arguments(__doc__.split("\n")[0])
     p.add_argument("--optim", default=None, help="TrainingArguments.optim (default: the Trainer's)")
     p.add_argument("--group-by-length", action="store_true",
-                   help="TrainingArguments.group_by_length=True (the Trainer's own length grouping)")
+                   help="train_sampling_strategy='group_by_length' (the Trainer's own length grouping; "
+                        "group_by_length=True before transformers 5)")
     args = p.parse_args(argv)
     encoder = args.encoder or default_encoder()
     os.makedirs(args.out, exist_ok=True)
@@ -130,7 +131,7 @@ def main(argv=None):
     if args.optim:
         options["optim"] = args.optim
     if args.group_by_length:
-        options["group_by_length"] = True
+        options["train_sampling_strategy"] = "group_by_length"  # LengthGroupedSampler
     training_args = TrainingArguments(**options)
     def accuracy(prediction):
         logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
@@ -148,7 +149,8 @@ def main(argv=None):
     timing = clock.summary(len(data["train"]), args.batch_size)
     common.write_summary(args.out, {
         "system": "hf-trainer",
-        "batching": "per batch, grouped by length (group_by_length=True)" if args.group_by_length else "per batch",
+        "batching": ("per batch, grouped by length (train_sampling_strategy=group_by_length)"
+                     if args.group_by_length else "per batch"),
         "timing": timing,
         "batch_shapes": [[b, n] for b, n, _ in shapes.shapes],
         "steps_run": sum(timing["steps_per_epoch"]),
