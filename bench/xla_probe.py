@@ -1,6 +1,8 @@
 """Does XLA help a training step? The MiniLM classifier of bench/peers (CLS + mlp(256), CE, Adam)
 on one fixed 32 x 128 batch, compiled with and without jit_compile; median of 5 steps after 2.
-Run after make demo: `.venv/bin/python bench/xla_probe.py`."""
+Run after make demo: `.venv/bin/python bench/xla_probe.py`.
+One model after the other: on this VM, whose steps switch between two speeds, that comparison
+misleads (bench/RESULTS.md); bench/peers/profile_step.py alternates the two models step by step."""
 import statistics
 import time
 

@@ -142,6 +142,10 @@ def main(argv=None):
                       compute_metrics=accuracy)
     trainer.train()
     shapes.recording = False
+    if args.group_by_length:
+        # With this strategy the Trainer's eval sampler groups (and shuffles) by length as well, so
+        # predict() would return the test rows out of order: back to its sequential sampler.
+        trainer.args.train_sampling_strategy = "random"
     test = trainer.predict(data["test"])
     logits = test.predictions[0] if isinstance(test.predictions, tuple) else test.predictions
     common.write_predictions(os.path.join(args.out, "predictions.csv"), names, np.asarray(logits).argmax(-1))
