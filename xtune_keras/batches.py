@@ -6,7 +6,9 @@ Two ways to pad less (padding is masked, so neither changes what a text scores):
   are shuffled. Batches hold texts of similar length while their order stays random: the
   "megabatch" scheme of the HF Trainer's ``group_by_length`` (its LengthGroupedSampler, 50
   batches a pool) and of fairseq/AllenNLP bucket iterators. On the Reuters R8 subset of
-  bench/peers it cuts the padded tokens of an epoch at max_len 128 by a third (bench/RESULTS.md).
+  bench/peers it cuts the padded tokens of an epoch at max_len 128 by a third, but where length
+  and class go together batches become nearly one-class and macro-F1 dropped (bench/RESULTS.md):
+  off by default.
 * ``by_length`` (prediction): batches in length order; ``in_input_order`` puts the outputs back.
 """
 import numpy as np
