@@ -11,9 +11,9 @@ What was checked under MirroredStrategy (tests/test_strategy.py, and by hand on 
 CPUs): the plain Keras ``train_step``; every bert4keras-based optimizer extension of
 ``optimizers.py`` (AdamW decay, global-norm clipping, warmup/decay, parameter-wise LR, EMA,
 gradient accumulation: same weights as one device); FGM, PGD and R-Drop (AdversarialTrainer
-scales its R-Drop KL and its logged losses by the number of replicas). FGM and PGD perturb each replica's copy of the embeddings
-along the gradient of that replica's share of the batch (the usual data-parallel FGM), so they
-are not bit for bit the one-device run either.
+scales its R-Drop KL and its logged losses by the number of replicas). FGM and PGD perturb each
+replica's copy of the embeddings along the gradient of that replica's share of the batch (the
+usual data-parallel FGM), so they are not bit for bit the one-device run either.
 """
 import tensorflow as tf
 
