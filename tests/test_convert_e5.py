@@ -372,7 +372,7 @@ def test_tiny_chinese_training_run_then_evaluate_and_predict(e5_dir, tmp_path):
     result = run_experiment(load_config(yaml_path), echo=False)
     assert result["examples"] == {"train": 16, "valid": 6, "test": 6}
 
-    _, token_dict = read_meta(result["h5"])
+    meta, token_dict = read_meta(result["h5"])
     assert isinstance(token_dict, SentencePieceVocab) and token_dict["<s>"] == 1
     metrics = evaluate_file(result["h5"], paths["test"])
     assert metrics["examples"] == 6 and metrics["acc"] == pytest.approx(result["test"]["acc"])
@@ -381,11 +381,24 @@ def test_tiny_chinese_training_run_then_evaluate_and_predict(e5_dir, tmp_path):
     table = pd.read_csv(out)
     assert list(table.columns) == ["row", "labels", "prob_噪音", "prob_漏水", "prob_路灯"] and len(table) == 6
 
+    # The SavedModel tokenizes with the same spm.model (tensorflow-text's SentencepieceTokenizer).
+    import tensorflow as tf
     from xtune_keras.export import export_model
 
-    with pytest.raises(XtuneError, match="SentencePiece tokenizer; xtune export builds the WordPiece"):
-        export_model(result["h5"], str(tmp_path / "export"))
-    assert not os.path.exists(tmp_path / "export")
+    export_dir = str(tmp_path / "export")
+    export_model(result["h5"], export_dir)
+    first = [prefix + text for prefix, _ in PREFIXES for text in SENTENCES]
+    second = ["地址：北京路%d号" % i for i in range(len(first))]
+    tokenizer = build_tokenizer(e5_dir["vocab"])
+    tokenized = tf.saved_model.load(export_dir).signatures["tokenize"](text1=tf.constant(first),
+                                                                       text2=tf.constant(second))
+    for row, (a, b) in enumerate(zip(first, second)):
+        ids, segments = encode_pair(tokenizer, " ".join(a.split()), b, meta["max_len"], meta["truncation"],
+                                    meta["head_ratio"])
+        assert tokenized["token_ids"].numpy()[row, :len(ids)].tolist() == ids, a
+        assert tokenized["segment_ids"].numpy()[row, :len(ids)].tolist() == segments, a
+    served = evaluate_file(export_dir, paths["test"])
+    assert served["acc"] == pytest.approx(metrics["acc"]) and served["examples"] == 6
 
 
 # --------------------------------------------------------------------------- errors

@@ -136,6 +136,13 @@ class SentencePieceTokenizer(SpTokenizer):
         for token in ("pad", "unk", "mask", "start", "end"):
             setattr(self, "_token_%s_id" % token, self.token_to_id(getattr(self, "_token_%s" % token)))
 
+    def _tokenize(self, text):
+        # A piece the model does not know stays unknown, as in SentencePiece's encode_as_ids (and
+        # the exported graph): a text holding "[CLS]" must not get the [CLS] id through the alias.
+        unknown = self.sp_model.unk_id()
+        return [piece if self.sp_model.piece_to_id(piece) != unknown else self._token_unk
+                for piece in super()._tokenize(text)]
+
     def _special_id(self, target):
         if target.startswith("<"):
             index = self.sp_model.piece_to_id(target)

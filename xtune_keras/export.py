@@ -24,6 +24,9 @@ Tokenization is bert4keras's ``Tokenizer`` rebuilt from tf.strings / tensorflow-
 character classes enumerated from the same predicates (and Python's unicodedata) at export time.
 tensorflow-text's ``BertTokenizer(lower_case=True)`` is not used as is: it NFKC-case-folds, which
 turns full-width punctuation such as "，" into "," and would change token ids of Chinese text.
+A model trained on a SentencePiece encoder (``xtune convert-e5``) exports its ``spm.model`` instead:
+tensorflow-text's ``SentencepieceTokenizer`` runs that very model proto (normalizer included), as
+the SentencePiece library does for bert4keras's ``SpTokenizer``; a copy lies in ``assets.extra``.
 """
 import functools
 import json
@@ -37,7 +40,7 @@ import unicodedata
 import numpy as np
 import tensorflow as tf  # xtune_keras/__init__ ran first: TF_USE_LEGACY_KERAS is set
 
-from xtune_keras.encoders import SentencePieceVocab
+from xtune_keras.encoders import SentencePieceTokenizer, SentencePieceVocab
 from xtune_keras.errors import XtuneError
 from xtune_keras.metrics import ACTIVATIONS
 from xtune_keras.truncation import CLS, SEP, STRATEGIES
@@ -45,6 +48,7 @@ from xtune_keras.truncation import CLS, SEP, STRATEGIES
 EXTRA_DIR = "assets.extra"
 META_FILE = "xtune_meta.json"
 VOCAB_FILE = "vocab.txt"
+SPM_FILE = "spm.model"  # a SentencePiece model's copy in assets.extra (for clients; the graph has its own)
 EXPORT_FORMAT = 1
 UNK = "[UNK]"
 PAD_ID = 0  # bert4keras's sequence_padding pads with 0, as in training
@@ -278,6 +282,33 @@ class GraphTokenizer(tf.Module):
         return self.wordpiece.tokenize(words).merge_dims(1, 2)
 
 
+class GraphSentencePieceTokenizer(tf.Module):
+    """xtune's ``SentencePieceTokenizer`` (bert4keras ``SpTokenizer``) as TensorFlow ops.
+
+    ``SpTokenizer`` maps ``encode_as_pieces`` through ``piece_to_id``, which is ``encode_as_ids``
+    (an unknown piece maps to the unk id either way); tensorflow-text's op encodes ids with the
+    same model proto. ``data.lowercase`` does not apply (build_tokenizer ignores it too).
+    """
+
+    def __init__(self, token_dict):
+        super().__init__(name="tokenizer")
+        text = require_tensorflow_text()
+        python = SentencePieceTokenizer(token_dict.model_proto)  # [CLS]/[SEP] as training resolved them
+        self.cls_id, self.sep_id = int(python.token_to_id(CLS)), int(python.token_to_id(SEP))
+        self.sentencepiece = text.SentencepieceTokenizer(model=token_dict.model_proto, out_type=tf.int32)
+
+    def token_ids(self, texts):
+        """Token ids without [CLS]/[SEP] (ragged int64 [batch, (tokens)])."""
+        return tf.cast(self.sentencepiece.tokenize(texts), tf.int64)
+
+
+def graph_tokenizer(token_dict, vocab, lowercase):
+    """The graph tokenizer that reproduces training's: SentencePiece or WordPiece (vocab.txt)."""
+    if isinstance(token_dict, SentencePieceVocab):
+        return GraphSentencePieceTokenizer(token_dict)
+    return GraphTokenizer(vocab, token_dict, lowercase)
+
+
 # --------------------------------------------------------------------------- truncation
 
 
@@ -386,14 +417,16 @@ def _model_caller(model):
 
 
 class ServingModule(tf.Module):
-    """What ``xtune export`` saves: the model's variables, vocab.txt and three signatures."""
+    """What ``xtune export`` saves: the model's variables, the tokenizer (vocab.txt, or the
+    SentencePiece model inside its op) and three signatures."""
 
-    def __init__(self, model, meta, token_dict, vocab_path):
+    def __init__(self, model, meta, token_dict, vocab_path=None):
         super().__init__(name="xtune")
         self.model_variables = list(model.variables)
         self._logits = _model_caller(model)
-        self.vocab = tf.saved_model.Asset(vocab_path)
-        self.tokenizer = GraphTokenizer(self.vocab, token_dict, meta["lowercase"])
+        if vocab_path is not None:
+            self.vocab = tf.saved_model.Asset(vocab_path)
+        self.tokenizer = graph_tokenizer(token_dict, getattr(self, "vocab", None), meta["lowercase"])
         self.label_names = tf.Variable(meta["labels"], trainable=False, dtype=tf.string)
         self.meta_json = tf.Variable(json.dumps(meta, ensure_ascii=False), trainable=False)
         # A plain namespace: tf.Module would wrap (and try to save) dicts and lists.
@@ -444,9 +477,6 @@ class ServingModule(tf.Module):
 
 def check_exportable(meta, token_dict):
     """Refuse, before anything is written, a meta the graph could not reproduce."""
-    if isinstance(token_dict, SentencePieceVocab):
-        raise XtuneError("this model uses a SentencePiece tokenizer; xtune export builds the WordPiece "
-                         "tokenizer into the graph only (use xtune predict on the .h5)")
     for key in ("labels", "activation", "threshold", "max_len", "truncation", "head_ratio",
                 "lowercase", "multi_label", "label_sep"):
         if key not in meta:
@@ -461,7 +491,10 @@ def check_exportable(meta, token_dict):
     specials = 3 if meta.get("text2") else 2
     if int(meta["max_len"]) - specials < 1:
         raise XtuneError("model meta: max_len %r leaves no room for text" % (meta["max_len"],))
-    vocab_lines(token_dict)
+    if isinstance(token_dict, SentencePieceVocab):
+        SentencePieceTokenizer(token_dict.model_proto, source="the model's SentencePiece model")
+    else:
+        vocab_lines(token_dict)
     graph_clean_patterns(meta.get("clean_patterns"))
 
 
@@ -490,17 +523,24 @@ def export_model(h5_path, out_dir):
 
 def _write_saved_model(model, meta, token_dict, directory, source):
     saved = os.path.join(directory, "model")
+    sentencepiece = isinstance(token_dict, SentencePieceVocab)
     with tempfile.TemporaryDirectory() as vocab_dir:
-        vocab_path = os.path.join(vocab_dir, VOCAB_FILE)
-        with open(vocab_path, "w", encoding="utf-8", newline="\n") as f:
-            f.write("\n".join(vocab_lines(token_dict)) + "\n")
+        vocab_path = None
+        if not sentencepiece:
+            vocab_path = os.path.join(vocab_dir, VOCAB_FILE)
+            with open(vocab_path, "w", encoding="utf-8", newline="\n") as f:
+                f.write("\n".join(vocab_lines(token_dict)) + "\n")
         module = ServingModule(model, meta, token_dict, vocab_path)
         signatures = {"serving_default": module.serve_text, "from_ids": module.from_ids,
                       "tokenize": module.tokenize}
         tf.saved_model.save(module, saved, signatures=signatures)
     os.makedirs(os.path.join(saved, EXTRA_DIR))
+    info = dict(_export_info(source), tokenizer="sentencepiece" if sentencepiece else "wordpiece")
     with open(os.path.join(saved, EXTRA_DIR, META_FILE), "w", encoding="utf-8") as f:
-        json.dump(dict(meta, export=_export_info(source)), f, ensure_ascii=False, indent=2)
+        json.dump(dict(meta, export=info), f, ensure_ascii=False, indent=2)
+    if sentencepiece:
+        with open(os.path.join(saved, EXTRA_DIR, SPM_FILE), "wb") as f:
+            f.write(token_dict.model_proto)
 
 
 def _export_info(source):
