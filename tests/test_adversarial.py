@@ -95,7 +95,7 @@ def test_fgm_with_tiny_epsilon_adds_r_along_the_gradient_and_doubles_it(tiny_ckp
     data = ([tf.constant(t) for t in x], tf.constant(y))
     clean, variables, _, _ = make_trainer(classifier, method=None).compute_gradients(data)
     fgm = make_trainer(classifier, method="fgm", epsilon=1e-4)
-    g_embedding = dense(fgm.loss_and_gradients(*data, None, [])[-1])
+    g_embedding = dense(fgm.loss_and_gradients([(data[0], data[1], None)], [])[-1])
     summed, _, _, logs = fgm.compute_gradients(data)
     # First order: L(E + eps * g / ||g||) - L(E) = eps * ||g||, so r is exactly Miyato's r_adv.
     np.testing.assert_allclose(float(logs["adv_loss"] - logs["loss"]), 1e-4 * np.linalg.norm(g_embedding),

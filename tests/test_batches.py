@@ -1,6 +1,10 @@
 import numpy as np
 
-from xtune_keras.batches import PaddedBatches
+import itertools
+
+import pytest
+
+from xtune_keras.batches import PaddedBatches, fewest_token_cuts
 
 
 def test_batches_pad_to_their_own_longest_sequence():
@@ -94,3 +98,54 @@ def test_by_length_batches_pad_least_and_outputs_come_back_in_input_order():
     outputs = np.concatenate([(batches[i][0]["Input-Token"] > 0).sum(1) for i in range(len(batches))])
     assert batches.in_input_order(outputs).tolist() == [len(x) for x in ids]
     assert plain.in_input_order(outputs[:0].tolist() + list(range(37))).tolist() == list(range(37))
+
+
+def _tokens(lengths, cuts):
+    return sum((b - a) * lengths[a] for a, b in zip(cuts[:-1], cuts[1:]) if b > a)
+
+
+def test_fewest_token_cuts_match_brute_force():
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        n, parts = int(rng.integers(1, 9)), int(rng.integers(1, 5))
+        lengths = np.sort(rng.integers(2, 50, n))[::-1]
+        cuts = fewest_token_cuts(lengths, parts)
+        assert len(cuts) == parts + 1 and cuts[0] == 0 and cuts[-1] == n and cuts == sorted(cuts)
+        used = min(parts, n)
+        assert all(b > a for a, b in zip(cuts[:used], cuts[1:used + 1]))  # no empty part before the last
+        best = min(_tokens(lengths, (0,) + inner + (n,))
+                   for inner in itertools.combinations(range(1, n), used - 1))
+        assert _tokens(lengths, cuts) == best
+
+
+def test_micro_batches_split_each_drawn_batch_by_length():
+    ids, segs, labels = _varied()
+    whole = PaddedBatches(ids, segs, labels, batch_size=16, shuffle=True, seed=4)
+    split = PaddedBatches(ids, segs, labels, batch_size=16, shuffle=True, seed=4, micro_batches=3)
+    assert len(split) == len(whole)
+    for i in range(len(whole)):
+        _, y = whole[i]
+        xs, ys = split[i]
+        assert len(xs) == len(ys) == 3
+        # the same examples as the unsplit batch, longest first, each part padded to its own longest
+        assert sorted(np.concatenate(ys)[:, 0].tolist()) == sorted(y[:, 0].tolist())
+        widths = [x["Input-Token"].shape[1] for x in xs]
+        assert widths == sorted(widths, reverse=True)
+        for x, part in zip(xs, ys):
+            assert x["Input-Token"].shape[0] == len(part)
+            assert [len(ids[k]) for k in part[:, 0]][0] == x["Input-Token"].shape[1]
+    assert split.padded_tokens() < whole.padded_tokens()
+
+
+def test_micro_batches_of_a_short_last_batch_are_empty_parts():
+    ids = [[2, 9, 3], [2, 9, 9, 3], [2, 3]]
+    batches = PaddedBatches(ids, [[0] * len(x) for x in ids], np.eye(3, dtype=np.float32), batch_size=3,
+                            micro_batches=5)
+    xs, ys = batches[0]
+    assert [x["Input-Token"].shape for x in xs] == [(1, 4), (1, 3), (1, 2), (0, 1), (0, 1)]
+    assert [len(y) for y in ys] == [1, 1, 1, 0, 0]
+
+
+def test_micro_batches_need_labels():
+    with pytest.raises(ValueError):
+        PaddedBatches([[2, 3]], [[0, 0]], None, batch_size=2, micro_batches=2)

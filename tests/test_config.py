@@ -45,6 +45,8 @@ def test_overrides_parse_values(tmp_path):
     ("trainlr", "expected key=value"),
     ("train.group_by_length=maybe", "train.group_by_length must be true or false"),
     ("train.length_pool=0", "train.length_pool must be an integer >= 1"),
+    ("train.micro_batches=0", "train.micro_batches must be an integer >= 1"),
+    ("train.micro_batches=true", "train.micro_batches must be an integer >= 1"),
 ])
 def test_bad_config_names_the_key(tmp_path, override, fragment):
     with pytest.raises(XtuneError, match=None) as info:
@@ -65,9 +67,17 @@ def test_keys_added_later_are_hashed_only_when_changed(tmp_path):
     config = load_config(path)
     base = config_hash(config)
     older = {k: dict(v) if isinstance(v, dict) else v for k, v in config.items()}
-    del older["train"]["group_by_length"], older["train"]["length_pool"]
+    del older["train"]["group_by_length"], older["train"]["length_pool"], older["train"]["micro_batches"]
     assert config_hash(older) == base
-    assert config_hash(load_config(path, ["train.group_by_length=false", "train.length_pool=50"])) == base
+    assert config_hash(load_config(path, ["train.group_by_length=false", "train.length_pool=50",
+                                          "train.micro_batches=1"])) == base
+    assert config_hash(load_config(path, ["train.micro_batches=4"])) != base
     grouped = config_hash(load_config(path, ["train.group_by_length=true"]))
     assert grouped != base
     assert config_hash(load_config(path, ["train.group_by_length=true", "train.length_pool=8"])) != grouped
+
+
+def test_micro_batches_refuse_a_strategy(tmp_path):
+    with pytest.raises(XtuneError) as info:
+        load_config(write(tmp_path, BASE), ["train.strategy=mirrored", "train.micro_batches=2"])
+    assert "train.micro_batches" in str(info.value) and str(tmp_path) in str(info.value)

@@ -42,6 +42,9 @@ OPTION_SETS = {
     "dropouts": ["encoder.dropout=0.2", "encoder.attention_dropout=0.05"],
     "rule_per_segment": ["data.truncation=head", "data.truncation2=tail", "data.max_len=12"],
     "group_by_length": ["train.group_by_length=true", "train.length_pool=2"],
+    "micro_batches": ["train.micro_batches=3", "train.batch_size=7"],
+    "micro_batches_fgm_rdrop": ["train.micro_batches=2", "train.adversarial={method: fgm}",
+                                "train.rdrop_alpha=1.0"],
 }
 
 
@@ -86,25 +89,30 @@ def test_freeze_pattern_and_unfreeze_schedule(tiny_ckpt, data, tmp_path):
                               load_variables(tiny_ckpt["checkpoint"])["bert/encoder/layer_1/intermediate/dense/kernel"])
 
 
-def test_unfreeze_schedule_trains_encoder_from_that_epoch(tiny_ckpt):
+@pytest.mark.parametrize("micro_batches", [1, 2])
+def test_unfreeze_schedule_trains_encoder_from_that_epoch(tiny_ckpt, micro_batches):
+    """With micro-batches the trainer's traced per-part step must follow the recompile."""
     from bert4keras.backend import keras
 
+    from xtune_keras.adversarial import build_trainer
     from xtune_keras.batches import PaddedBatches
     from xtune_keras.losses import build_loss
     from xtune_keras.model import build_classifier, freeze_layers
     from xtune_keras.optimizers import build_optimizer
     from xtune_keras.runner import compile_model, fit_in_phases
 
-    model = build_classifier(tiny_ckpt["config"], tiny_ckpt["checkpoint"], 2, [{"type": "cls"}])
-    frozen = freeze_layers(model, freeze=True)
+    classifier = build_classifier(tiny_ckpt["config"], tiny_ckpt["checkpoint"], 2, [{"type": "cls"}])
+    frozen = freeze_layers(classifier, freeze=True)
+    model = build_trainer(classifier, micro_batches=micro_batches)
     optimizer, loss = build_optimizer("adam", 1e-2), build_loss("bce")
     compile_model(model, optimizer, loss)
     rng = np.random.default_rng(0)
-    ids = [[2] + rng.integers(5, 60, 6).tolist() + [3] for _ in range(16)]
-    batches = PaddedBatches(ids, [[0] * 8] * 16, rng.integers(0, 2, (16, 2)).astype(np.float32), 8)
+    ids = [[2] + rng.integers(5, 60, int(k)).tolist() + [3] for k in rng.integers(2, 8, 16)]
+    batches = PaddedBatches(ids, [[0] * len(x) for x in ids], rng.integers(0, 2, (16, 2)).astype(np.float32), 8,
+                            micro_batches=micro_batches)
     seen = []
-    record = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: seen.append(encoder_weight(model)))
-    before = encoder_weight(model)
+    record = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: seen.append(encoder_weight(classifier)))
+    before = encoder_weight(classifier)
     fit_in_phases(model, batches, [record], epochs=3, unfreeze_epoch=1, frozen=frozen,
                   recompile=lambda: compile_model(model, optimizer, loss))
     assert len(seen) == 3

@@ -12,6 +12,10 @@ not run on TensorFlow 2.21. Here the same ideas are a ``keras.Model`` wrapping t
 * R-Drop (Liang et al. 2021, "R-Drop: Regularized Dropout for Neural Networks"): two dropout
   passes, their mean task loss plus ``rdrop_alpha`` times the symmetric KL between them.
 
+The same step also takes a batch cut into micro-batches by length (``train.micro_batches``,
+batches.PaddedBatches): it sums the parts' gradients, weighted by their share of the batch, into
+the whole batch's before the one update, so FGM and PGD perturb by the whole batch's gradient.
+
 The trainer is only the training loop. ``trainer.classifier`` is the model to save, reload and
 predict with (``saveable_model(model)`` picks it): a saved ``.h5`` holds nothing of the trainer,
 and ``load_weights`` of a classifier ``.h5`` must go to ``trainer.classifier`` too.
@@ -92,6 +96,32 @@ def replicas():
     return tf.distribute.get_strategy().num_replicas_in_sync
 
 
+def is_split(x):
+    """Whether inputs are micro-batches: a tuple of input dicts (one dict per part)."""
+    return isinstance(x, (tuple, list)) and len(x) > 0 and all(isinstance(part, dict) for part in x)
+
+
+def micro_batches_of(data):
+    """``[(x, y, sample_weight)]``: the parts of a micro-batched batch (``PaddedBatches`` with
+    ``micro_batches``: x is a tuple of input dicts, y a tuple of label arrays), or the batch
+    itself as the one part (x a dict, a tensor or a list of tensors)."""
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    if not is_split(x):
+        return [(x, y, sample_weight)]
+    weights = sample_weight if sample_weight is not None else (None,) * len(x)
+    return list(zip(x, y, weights))
+
+
+def part_shares(parts):
+    """Each part's share of the batch's examples; ``[None]`` for a single part (no scaling, so an
+    unsplit batch gives bit for bit the gradients it always gave)."""
+    if len(parts) == 1:
+        return [None]
+    sizes = [tf.cast(tf.shape(y)[0], tf.float32) for _, y, _ in parts]
+    total = tf.add_n(sizes)
+    return [size / total for size in sizes]
+
+
 class AdversarialTrainer(keras.Model):
     """Wraps ``classifier`` (inputs -> logits) with an adversarial / R-Drop ``train_step``.
 
@@ -115,6 +145,12 @@ class AdversarialTrainer(keras.Model):
         names += ["task_loss", "rdrop_kl"] if rdrop_alpha else []
         # Own loss trackers: compiled_loss's tracker would average every pass (clean, adversarial).
         self.trackers = [keras.metrics.Mean(name=n) for n in names]
+        self._traced_part_gradients = None  # micro-batches: part_gradients as a tf.function
+
+    def compile(self, *args, **kwargs):
+        super().compile(*args, **kwargs)
+        # A recompile (gradual unfreezing) changes the trainable variables the trace captured.
+        self._traced_part_gradients = None
 
     @property
     def embeddings(self):
@@ -126,6 +162,8 @@ class AdversarialTrainer(keras.Model):
         return list(self.trackers) + (compiled.metrics if compiled is not None else [])
 
     def call(self, inputs, training=None):
+        if is_split(inputs):  # Keras calls the model once on the first batch to build it
+            return tf.concat([self.classifier(x, training=training) for x in inputs], 0)
         return self.classifier(inputs, training=training)
 
     def task_loss(self, y, logits, sample_weight=None):
@@ -147,19 +185,52 @@ class AdversarialTrainer(keras.Model):
         # plain mean, is divided alike (else its gradient counts once per replica).
         return task + self.rdrop_alpha * kl / replicas(), logits, {"task_loss": task, "rdrop_kl": kl}
 
-    def loss_and_gradients(self, x, y, sample_weight, variables):
+    def loss_and_gradients(self, parts, variables):
         """Objective and its gradients w.r.t. ``variables`` and the embedding matrix (watched even
-        when frozen: the perturbation needs its gradient, the optimizer does not touch it)."""
+        when frozen: the perturbation needs its gradient, the optimizer does not touch it).
+
+        ``parts``: the micro-batches of one batch (one part without ``train.micro_batches``). The
+        objective is a per-example mean, so the batch's is the parts' means weighted by their
+        share of the examples; so are the gradients, summed here into the whole batch's.
+        """
+        if len(parts) == 1:
+            (x, y, sample_weight), = parts
+            loss, logits, extra, grads = self.part_gradients(x, y, sample_weight, None, bool(variables))
+            logits = [logits]
+        else:
+            # One traced function for every part (their shapes differ only in batch and length):
+            # the step's graph is not traced once per part.
+            if self._traced_part_gradients is None:
+                self._traced_part_gradients = tf.function(self.part_gradients, reduce_retracing=True)
+            loss, logits, extra, grads = 0.0, [], {}, None
+            for (x, y, sample_weight), share in zip(parts, part_shares(parts)):
+                part_loss, part_logits, part_extra, part_grads = self._traced_part_gradients(
+                    x, y, sample_weight, share, bool(variables))
+                grads = part_grads if grads is None else [add_gradients(a, b) for a, b in zip(grads, part_grads)]
+                loss += part_loss
+                logits.append(part_logits)
+                for key, value in part_extra.items():
+                    extra[key] = extra.get(key, 0.0) + value
+        g_embedding = grads.pop() if self.method else None
+        return loss, logits, extra, grads, g_embedding
+
+    def part_gradients(self, x, y, sample_weight, share, with_variables):
+        """``(loss, logits, extra logs, gradients)`` of one part, loss and logs scaled by ``share``
+        (None: not scaled); gradients w.r.t. the trainable variables (if ``with_variables``) and
+        then the embedding matrix (if perturbing)."""
         embeddings = self.embeddings if self.method else None
+        watched = (list(self.classifier.trainable_variables) if with_variables else []) + (
+            [embeddings] if embeddings is not None else [])
         with tf.GradientTape() as tape:
             if embeddings is not None:
                 tape.watch(embeddings)
             loss, logits, extra = self.objective(x, y, sample_weight)
-        grads = tape.gradient(loss, list(variables) + ([embeddings] if embeddings is not None else []))
-        g_embedding = grads.pop() if embeddings is not None else None
-        return loss, logits, extra, grads, g_embedding
+            if share is not None:
+                loss = loss * share
+                extra = {key: value * share for key, value in extra.items()}
+        return loss, logits, extra, tape.gradient(loss, watched)
 
-    def perturbed_gradients(self, x, y, sample_weight, variables, g_embedding):
+    def perturbed_gradients(self, parts, variables, g_embedding):
         """Loss and gradients at the adversarial embeddings, then the exact clean ones back."""
         embeddings = self.embeddings
         clean = tf.identity(embeddings)  # a snapshot: assigned back bit for bit, no r subtracted
@@ -171,59 +242,63 @@ class AdversarialTrainer(keras.Model):
             for _ in range(self.steps - 1):
                 r = project_to_ball(r + self.alpha * unit_direction(g), self.epsilon)
                 embeddings.assign(clean + r)
-                g = dense_gradient(self.loss_and_gradients(x, y, sample_weight, [])[-1], embeddings)
+                g = dense_gradient(self.loss_and_gradients(parts, [])[-1], embeddings)
             r = project_to_ball(r + self.alpha * unit_direction(g), self.epsilon)
         embeddings.assign(clean + r)
-        loss, _, _, grads, _ = self.loss_and_gradients(x, y, sample_weight, variables)
+        loss, _, _, grads, _ = self.loss_and_gradients(parts, variables)
         embeddings.assign(clean)
         return loss, grads
 
     def compute_gradients(self, data):
-        """``(gradients, variables, clean logits, logs)`` of one batch, nothing applied yet."""
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        """``(gradients, variables, clean logits per part, logs)`` of one batch, nothing applied yet."""
+        parts = micro_batches_of(data)
         variables = self.classifier.trainable_variables  # frozen layers stay out
-        loss, logits, logs, grads, g_embedding = self.loss_and_gradients(x, y, sample_weight, variables)
+        loss, logits, logs, grads, g_embedding = self.loss_and_gradients(parts, variables)
         logs = dict(logs, loss=loss)
         if self.method:
             # Miyato et al. / Madry et al.: minimise clean + adversarial loss, i.e. sum the grads.
-            logs["adv_loss"], adv_grads = self.perturbed_gradients(x, y, sample_weight, variables,
-                                                                   g_embedding)
+            # With micro-batches the perturbation comes from the whole batch's embedding gradient.
+            logs["adv_loss"], adv_grads = self.perturbed_gradients(parts, variables, g_embedding)
             grads = [add_gradients(a, b) for a, b in zip(grads, adv_grads)]
         return grads, variables, logits, logs
 
     def train_step(self, data):
         grads, variables, logits, logs = self.compute_gradients(data)
         self.optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
-        _, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        return self.update_metrics(y, logits, sample_weight, logs)
+        return self.update_metrics(micro_batches_of(data), logits, logs)
 
     def test_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        logits = self(x, training=False)
-        loss = self.task_loss(y, logits, sample_weight)
-        return self.update_metrics(y, logits, sample_weight, {"loss": loss})
+        parts = micro_batches_of(data)
+        logits = [self(x, training=False) for x, _, _ in parts]
+        shares = part_shares(parts)
+        losses = [self.task_loss(y, part_logits, sw) for (_, y, sw), part_logits in zip(parts, logits)]
+        loss = losses[0] if shares[0] is None else tf.add_n([l * s for l, s in zip(losses, shares)])
+        return self.update_metrics(parts, logits, {"loss": loss})
 
     LOSS_LOGS = ("loss", "adv_loss", "task_loss")  # divided by the replicas under a strategy
 
-    def update_metrics(self, y, logits, sample_weight, logs):
+    def update_metrics(self, parts, logits, logs):
         if replicas() > 1:  # log the per-example losses, not each replica's share (see objective)
             logs = {k: v * replicas() if k in self.LOSS_LOGS else v for k, v in logs.items()}
-        batch = tf.shape(logits)[0]  # weight batch means by size, as Keras's own loss tracker does
+        # Weight batch means by size, as Keras's own loss tracker does.
+        batch = tf.add_n([tf.shape(part_logits)[0] for part_logits in logits])
         for tracker in self.trackers:
             if tracker.name in logs:
                 tracker.update_state(logs[tracker.name], sample_weight=batch)
-        self.compiled_metrics.update_state(y, logits, sample_weight)
+        for (_, y, sample_weight), part_logits in zip(parts, logits):
+            self.compiled_metrics.update_state(y, part_logits, sample_weight)
         results = {t.name: t.result() for t in self.trackers if t.name in logs}
         results.update((m.name, m.result()) for m in self.compiled_metrics.metrics)
         return results
 
 
 def build_trainer(classifier, method=None, epsilon=1.0, alpha=0.3, steps=3, rdrop_alpha=0.0,
-                  activation="sigmoid"):
-    """The classifier itself when neither adversarial training nor R-Drop is on, else a trainer."""
+                  activation="sigmoid", micro_batches=1):
+    """The classifier itself when neither adversarial training, R-Drop nor micro-batches
+    (``train.micro_batches``: only the trainer's step reads split batches) is on, else a trainer."""
     method = normalize_method(method)
     check_options(method, epsilon, alpha, steps, rdrop_alpha, activation)
-    if method is None and not rdrop_alpha:
+    if method is None and not rdrop_alpha and micro_batches == 1:
         return classifier
     return AdversarialTrainer(classifier, method, epsilon, alpha, steps, rdrop_alpha, activation)
 

@@ -79,6 +79,9 @@ DEFAULTS = {
         # Batches of texts of similar length, in random order (less padding; see batches.py).
         "group_by_length": False,
         "length_pool": 50,  # group_by_length: batches per pool sorted together (HF Trainer: 50)
+        # Each batch sorted by length and run as this many parts, each padded to its own longest
+        # text, gradients summed before the one update: the same step, fewer padded tokens.
+        "micro_batches": 1,
         "epochs": 5,
         "monitor": "val_loss",  # val_loss | val_acc | val_micro_f1 | val_macro_f1 | val_subset_acc
         "patience": 0,
@@ -214,10 +217,10 @@ def validate(config, path):
         raise XtuneError("%s: train.group_by_length must be true or false (got %r)"
                          % (path, train["group_by_length"]))
     for key, low in (("data.max_len", 8), ("train.batch_size", 1), ("train.epochs", 1),
-                     ("train.length_pool", 1)):
+                     ("train.length_pool", 1), ("train.micro_batches", 1)):
         section, name = key.split(".")
         value = config[section][name]
-        if not isinstance(value, int) or value < low:
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise XtuneError("%s: %s must be an integer >= %d (got %r)" % (path, key, low, value))
 
 
@@ -252,6 +255,10 @@ def validate_strategy(config, path):
         # The runner recompiles for the second phase outside the strategy scope: Keras refuses.
         raise XtuneError("%s: train.strategy: mirrored cannot be combined with encoder.unfreeze_epoch "
                          "(gradual unfreezing recompiles the model outside the strategy)" % path)
+    if train["strategy"] and train["micro_batches"] != 1:
+        # A strategy splits every part of a batch across the replicas on its own: not supported.
+        raise XtuneError("%s: train.strategy: mirrored cannot be combined with train.micro_batches "
+                         "(got %r; use 1)" % (path, train["micro_batches"]))
     devices = train["devices"]
     if devices is None:
         return
@@ -308,7 +315,8 @@ UNHASHED_DATA_KEYS = ("cache", "cache_dir")
 
 # Keys added after runs were first written are hashed only away from their default, so a run made
 # before a key existed keeps its folder (and an interrupted sweep still resumes) after an upgrade.
-HASHED_ONLY_IF_CHANGED = {("train", "group_by_length"): False, ("train", "length_pool"): 50}
+HASHED_ONLY_IF_CHANGED = {("train", "group_by_length"): False, ("train", "length_pool"): 50,
+                          ("train", "micro_batches"): 1}
 
 
 def config_hash(config):

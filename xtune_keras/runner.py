@@ -153,7 +153,7 @@ def make_trainer(classifier, train, activation):
     return build_trainer(classifier, method=adversarial.get("method"),
                          epsilon=adversarial.get("epsilon", 1.0), alpha=adversarial.get("alpha", 0.3),
                          steps=adversarial.get("steps", 3), rdrop_alpha=train["rdrop_alpha"],
-                         activation=activation)
+                         activation=activation, micro_batches=train["micro_batches"])
 
 
 def run_experiment(config, force=False, echo=True):
@@ -181,7 +181,8 @@ def run_experiment(config, force=False, echo=True):
                                        batch_size=train["batch_size"], shuffle=(name == "train"),
                                        seed=config["seed"],
                                        group_by_length=train["group_by_length"] and name == "train",
-                                       pool_batches=train["length_pool"])
+                                       pool_batches=train["length_pool"],
+                                       micro_batches=train["micro_batches"] if name == "train" else 1)
                    for name in prepared["encoded"]}
         num_layers = read_config(prepared["paths"]["config"])["num_hidden_layers"]
         optimizer = make_optimizer(train, classifier, num_layers, len(batches["train"]))
