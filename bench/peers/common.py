@@ -135,24 +135,41 @@ class StepClock:
 
 
 class ShapeLog:
-    """(batch, padded length) of every training batch as the side's batcher builds it."""
+    """(batch, padded length) of every training batch as the side's batcher builds it; a batch
+    cut into micro-batches (xtune's train.micro_batches) logs one shape per part."""
 
     def __init__(self):
-        self.shapes = []
+        self.steps = []  # ([(batch, length), ...], time) per training batch
         self.recording = True
 
     def add(self, batch, length):
+        self.add_parts([(batch, length)])
+
+    def add_parts(self, parts):
         if self.recording:
-            self.shapes.append((int(batch), int(length), time.perf_counter()))
+            self.steps.append(([(int(b), int(n)) for b, n in parts], time.perf_counter()))
 
     def in_window(self, clock):
-        """Shapes of the batches built while training ran (between the first epoch's begin and
-        the last epoch's end): the batches that were trained on, give or take a prefetched one
-        (the consumer of this list checks the count against the steps run)."""
+        """Per batch, the part shapes built while training ran (between the first epoch's begin
+        and the last epoch's end): the batches that were trained on, give or take a prefetched
+        one (the consumer of this list checks the count against the steps run)."""
         if not clock.epochs:
             return []
         start, end = clock.epochs[0]["begin"], clock.epochs[-1]["end"]
-        return [(b, n) for b, n, t in self.shapes if start <= t <= end]
+        return [parts for parts, t in self.steps if start <= t <= end]
+
+    def summary(self, clock):
+        """``batch_shapes`` (every part's shape) and ``logged_steps`` of the batches trained on
+        while the clock ran, for a side's summary.json."""
+        return self._fields(self.in_window(clock))
+
+    def first(self, count=None):
+        """The same fields for the first ``count`` batches logged (all of them when None)."""
+        return self._fields([parts for parts, _ in self.steps[:count]])
+
+    @staticmethod
+    def _fields(steps):
+        return {"batch_shapes": [list(shape) for parts in steps for shape in parts], "logged_steps": len(steps)}
 
 
 def write_predictions(path, names, pred_index):

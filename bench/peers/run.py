@@ -126,12 +126,13 @@ def training_flops(summary, num_labels):
     """Analytic FLOPs of the trained batches; ``exact`` when one shape was logged per step."""
     shapes = [tuple(s) for s in summary.get("batch_shapes", [])]
     steps = summary.get("steps_run", 0)
-    if not shapes or not steps:
+    logged = summary.get("logged_steps", len(shapes))  # micro-batches log several shapes a step
+    if not shapes or not steps or not logged:
         return None, False
     total = flopcount.run_flops(shapes, num_labels=num_labels)
-    if len(shapes) == steps:
+    if logged == steps:
         return total, True
-    return total / len(shapes) * steps, False
+    return total / logged * steps, False
 
 
 def collect(system, args, data, out, child, matmul_gflops):
@@ -150,9 +151,9 @@ def collect(system, args, data, out, child, matmul_gflops):
     if flops is not None and timing["train_seconds"]:
         row["gflops_per_s"] = flops / timing["train_seconds"] / 1e9
         row["flops_exact"] = exact
-        tokens = sum(b * n for b, n in shapes) * (summary["steps_run"] / len(shapes))
+        tokens = sum(b * n for b, n in shapes) * (summary["steps_run"] / summary.get("logged_steps", len(shapes)))
         row["padded_tokens_per_s"] = tokens / timing["train_seconds"]
-        row["mean_padded_len"] = sum(n for _, n in shapes) / len(shapes)
+        row["mean_padded_len"] = sum(b * n for b, n in shapes) / sum(b for b, _ in shapes)  # per example
         if matmul_gflops:
             row["fraction_of_matmul"] = row["gflops_per_s"] / matmul_gflops
     return row

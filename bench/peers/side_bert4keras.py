@@ -135,7 +135,7 @@ def main(argv=None):
         "batching": "per batch",
         "timing": timing,
         # the generator is consumed in order, so its first `steps` batches are the trained ones
-        "batch_shapes": [[b, n] for b, n, _ in shapes.shapes[:steps]],
+        **shapes.first(steps),
         "steps_run": steps,
         "token_digests": {split: common.ids_digest([d[0] for d in data[split]]) for split in data},
         "labels": names,

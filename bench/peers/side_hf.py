@@ -156,7 +156,7 @@ def main(argv=None):
         "batching": ("per batch, grouped by length (train_sampling_strategy=group_by_length)"
                      if args.group_by_length else "per batch"),
         "timing": timing,
-        "batch_shapes": [[b, n] for b, n, _ in shapes.shapes],
+        **shapes.first(),
         "steps_run": sum(timing["steps_per_epoch"]),
         "token_digests": {split: common.ids_digest([d["input_ids"] for d in data[split]]) for split in data},
         "labels": names,

@@ -46,6 +46,15 @@ def overrides(args):
     ] + list(args.xtune_override or [])
 
 
+def batching(train):
+    """How the xtune side pads, in words, for the report's batching column."""
+    words = ("per batch, grouped by length (train.group_by_length, pools of %d batches)" % train["length_pool"]
+             if train["group_by_length"] else "per batch")
+    if train["micro_batches"] > 1:
+        words += ", each cut by length into %d micro-batches (train.micro_batches)" % train["micro_batches"]
+    return words
+
+
 def main(argv=None):
     p = common.side_arguments(__doc__.split("\n")[0])
     p.add_argument("--xtune-override", action="append", default=[],
@@ -78,8 +87,8 @@ def main(argv=None):
     def getitem(self, index):
         batch = original_getitem(self, index)
         if self.shuffle:  # only the training batches are built with shuffle=True
-            tokens = batch[0]["Input-Token"]
-            shapes.add(tokens.shape[0], tokens.shape[1])
+            parts = batch[0] if isinstance(batch[0], tuple) else (batch[0],)  # train.micro_batches
+            shapes.add_parts([part["Input-Token"].shape for part in parts if len(part["Input-Token"])])
         return batch
 
     original_encode = runner.encode_splits
@@ -120,11 +129,10 @@ def main(argv=None):
     timing = clock.summary(seen["sizes"]["train"], args.batch_size)
     common.write_summary(args.out, {
         "system": "xtune",
-        "batching": ("per batch, grouped by length (train.group_by_length, pools of %d batches)"
-                     % config["train"]["length_pool"]) if config["train"]["group_by_length"] else "per batch",
+        "batching": batching(config["train"]),
         "command": "xtune " + " ".join(argv_train),
         "timing": timing,
-        "batch_shapes": [list(s) for s in shapes.in_window(clock)],
+        **shapes.summary(clock),
         "steps_run": sum(timing["steps_per_epoch"]),
         "token_digests": seen["digests"],
         "labels": names,
