@@ -45,6 +45,8 @@ OPTION_SETS = {
     "micro_batches": ["train.micro_batches=3", "train.batch_size=7"],
     "micro_batches_fgm_rdrop": ["train.micro_batches=2", "train.adversarial={method: fgm}",
                                 "train.rdrop_alpha=1.0"],
+    "unfreeze_through_a_trainer": ["encoder.freeze=true", "encoder.unfreeze_epoch=1",
+                                   "train.adversarial={method: fgm}", "train.micro_batches=2"],
 }
 
 

@@ -14,7 +14,7 @@ from bert4keras.backend import keras
 
 import xtune_keras
 from xtune_keras import callbacks as cb
-from xtune_keras.adversarial import build_trainer
+from xtune_keras.adversarial import build_trainer, saveable_model
 from xtune_keras.batches import PaddedBatches
 from xtune_keras.config import config_hash, dump_config
 from xtune_keras.data import DEFAULT_THRESHOLD, LabelVocab, load_examples, split_examples
@@ -270,7 +270,7 @@ def fit_in_phases(model, train_batches, callbacks, epochs, unfreeze_epoch, froze
     first = model.fit(train_batches, epochs=unfreeze_epoch, callbacks=callbacks, verbose=0)
     if model.stop_training:
         return first
-    unfreeze_layers(model, frozen)
+    unfreeze_layers(saveable_model(model), frozen)  # the classifier's layers, also inside a trainer
     recompile()
     second = model.fit(train_batches, initial_epoch=unfreeze_epoch, epochs=epochs, callbacks=callbacks,
                        verbose=0)
