@@ -26,10 +26,10 @@ import tensorflow as tf
 from bert4keras.snippets import sequence_padding
 from bert4keras.tokenizers import Tokenizer
 
-from xtune_keras.export import export_model, raw_texts, require_tensorflow_text
+from xtune_keras.export.savedmodel import export_model, raw_texts, require_tensorflow_text
 from xtune_keras.inference import read_examples
-from xtune_keras.modelfile import load_model_file
-from xtune_keras.truncation import encode_examples
+from xtune_keras.model.modelfile import load_model_file
+from xtune_keras.data.truncation import encode_examples
 
 BATCH = 64
 

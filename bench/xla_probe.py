@@ -8,9 +8,9 @@ import time
 
 import xtune_keras  # noqa: F401  (TF environment first)
 import numpy as np, tensorflow as tf
-from xtune_keras.model import build_classifier
-from xtune_keras.optimizers import build_optimizer
-from xtune_keras.losses import build_loss
+from xtune_keras.model.classifier import build_classifier
+from xtune_keras.train.optimizers import build_optimizer
+from xtune_keras.model.losses import build_loss
 enc="checkpoints/all-MiniLM-L6-v2"
 heads=[{"type": "cls"}, {"type": "mlp", "units": [256], "dropout": 0.1}]
 rng=np.random.default_rng(0)

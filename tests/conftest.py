@@ -3,7 +3,7 @@
 import pytest
 
 import xtune_keras  # noqa: F401  (sets TF_KERAS / TF_USE_LEGACY_KERAS before TensorFlow)
-from xtune_keras.checkpoints import write_tiny_checkpoint
+from xtune_keras.testing import write_tiny_checkpoint
 
 
 @pytest.fixture(scope="session")

@@ -7,12 +7,12 @@ import xtune_keras  # noqa: F401  (first: TF_KERAS / legacy Keras)
 import tensorflow as tf
 from bert4keras.backend import keras
 
-from xtune_keras.adversarial import (AdversarialTrainer, build_trainer, project_to_ball,
+from xtune_keras.train.adversarial import (AdversarialTrainer, build_trainer, project_to_ball,
                                      saveable_model, symmetric_kl)
 from xtune_keras.errors import XtuneError
-from xtune_keras.losses import build_loss
-from xtune_keras.model import build_classifier, freeze_layers
-from xtune_keras.optimizers import XtuneAdam
+from xtune_keras.model.losses import build_loss
+from xtune_keras.model.classifier import build_classifier, freeze_layers
+from xtune_keras.train.optimizers import XtuneAdam
 
 NUM_LABELS = 3
 MARKERS = np.array([20, 21, 22])  # label k is on iff token MARKERS[k] occurs in the text

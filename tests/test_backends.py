@@ -7,8 +7,8 @@ import pytest
 
 from tests.test_sweep import VARIANTS, write_ablation
 from xtune_keras.errors import XtuneError
-from xtune_keras.report import collect_results
-from xtune_keras.sweep import run_sweep
+from xtune_keras.experiments.report import collect_results
+from xtune_keras.experiments.sweep import run_sweep
 
 ray = pytest.importorskip("ray")
 
@@ -87,7 +87,7 @@ def test_rerun_skips_finished_runs_then_resumes_a_missing_one(sweeps, capsys):
 
 
 def test_runs_that_would_share_an_h5_get_their_own():
-    from xtune_keras.backends import separate_h5_paths
+    from xtune_keras.experiments.backends import separate_h5_paths
 
     def run(name, seed, h5=None):
         return name, seed, [], {"name": name, "output": {"h5": h5}}
@@ -146,7 +146,7 @@ def test_missing_ray_says_how_to_install(tiny_ckpt, tmp_path, monkeypatch):
 
 
 def test_cli_passes_backend_options_to_the_sweep(monkeypatch, tmp_path):
-    import xtune_keras.sweep
+    import xtune_keras.experiments.sweep
     from xtune_keras.cli import build_parser, run_command
 
     seen = {}
@@ -155,7 +155,7 @@ def test_cli_passes_backend_options_to_the_sweep(monkeypatch, tmp_path):
         seen.update(kwargs, path=path)
         raise XtuneError("stop here")
 
-    monkeypatch.setattr(xtune_keras.sweep, "run_sweep", fake_run_sweep)
+    monkeypatch.setattr(xtune_keras.experiments.sweep, "run_sweep", fake_run_sweep)
     args = build_parser().parse_args(["ablate", "a.yaml", "train.lr=1e-4", "--backend", "ray", "--address",
                                       "10.0.0.1:6379", "--cpus-per-run", "2", "--gpus-per-run", "0.5"])
     assert run_command(args) == 2
@@ -169,7 +169,7 @@ def test_cli_passes_backend_options_to_the_sweep(monkeypatch, tmp_path):
 def test_ray_task_runs_in_the_driver_directory_without_loading_tensorflow(tmp_path):
     """The task body is shipped by value: the Ray worker running it loads no xtune_keras, hence no
     TensorFlow (the run's own process does); the command runs in the directory it is given."""
-    from xtune_keras.backends import _task_function
+    from xtune_keras.experiments.backends import _task_function
 
     script = ("import os, sys; maps = open('/proc/%d/maps' % os.getppid()).read(); "
               "print(os.getcwd(), 'tensorflow' in maps, file=sys.stderr)")

@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 
-from xtune_keras.batches import PaddedBatches, fewest_token_cuts
+from xtune_keras.data.batches import PaddedBatches, fewest_token_cuts
 
 
 def test_batches_pad_to_their_own_longest_sequence():

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from xtune_keras.checkpoints import (
+from xtune_keras.convert.checkpoints import (
     load_variables, save_transformer_checkpoint, save_variables, transformer_variables,
 )
-from xtune_keras.encoders import build_transformer
+from xtune_keras.model.encoders import build_transformer
 from xtune_keras.errors import XtuneError
 
 

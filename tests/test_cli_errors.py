@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from tests.helpers import write_csv, write_experiment, write_multilabel_csvs
-from xtune_keras.checkpoints import load_variables, save_variables
-from xtune_keras.config import load_config
-from xtune_keras.runner import run_experiment
+from xtune_keras.convert.checkpoints import load_variables, save_variables
+from xtune_keras.schema import load_config
+from xtune_keras.recipes.finetune import run_experiment
 
 
 def cli(*args, cwd=None):

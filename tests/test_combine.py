@@ -7,9 +7,9 @@ import pytest
 import yaml
 
 from tests.helpers import write_experiment, write_multilabel_csvs
-from xtune_keras.combine import COMBINED, choose_best_per_part, merge_overrides, run_combine
-from xtune_keras.config import config_hash, load_config
-from xtune_keras.report import collect_results
+from xtune_keras.experiments.combine import COMBINED, choose_best_per_part, merge_overrides, run_combine
+from xtune_keras.schema import config_hash, load_config
+from xtune_keras.experiments.report import collect_results
 
 
 def ablation_of(variants, parts):

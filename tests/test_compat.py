@@ -6,8 +6,8 @@ import numpy as np
 
 from bert4keras.backend import keras
 from bert4keras.layers import FeedForward
-from xtune_keras.encoders import build_transformer
-from xtune_keras.optimizers import XtuneAdam
+from xtune_keras.model.encoders import build_transformer
+from xtune_keras.train.optimizers import XtuneAdam
 
 
 def test_optimizer_is_built_on_the_legacy_base():

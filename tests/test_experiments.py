@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 from tests.helpers import write_multilabel_csvs
-from xtune_keras.config import load_config
-from xtune_keras.runner import run_experiment
+from xtune_keras.schema import load_config
+from xtune_keras.recipes.finetune import run_experiment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENTS = sorted(glob.glob(os.path.join(ROOT, "experiments", "*.yaml")))
@@ -38,8 +38,8 @@ ABLATIONS = sorted(glob.glob(os.path.join(ROOT, "experiments", "ablations", "*.y
 
 @pytest.mark.parametrize("path", ABLATIONS, ids=os.path.basename)
 def test_every_ablation_variant_builds_on_tiny_checkpoint(path, tmp_path):
-    from xtune_keras.checkpoints import write_tiny_checkpoint
-    from xtune_keras.sweep import load_ablation, planned_runs
+    from xtune_keras.testing import write_tiny_checkpoint
+    from xtune_keras.experiments.sweep import load_ablation, planned_runs
 
     # 12 layers like BERT-base, so that rows choosing layer 10 or pooling the last 4 build too
     tiny_ckpt = {"dir": str(tmp_path / "tiny12")}
@@ -59,10 +59,10 @@ def test_every_ablation_variant_builds_on_tiny_checkpoint(path, tmp_path):
 
 def build_for_training(config, num_labels=3, steps_per_epoch=4):
     """Everything run_experiment builds before fit: classifier, freezing, loss, optimizer, trainer."""
-    from xtune_keras.encoders import read_config, resolve_encoder_paths
-    from xtune_keras.losses import ACTIVATIONS, build_loss, loss_type
-    from xtune_keras.model import freeze_layers
-    from xtune_keras.runner import build_model, compile_model, make_optimizer, make_trainer
+    from xtune_keras.model.encoders import read_config, resolve_encoder_paths
+    from xtune_keras.model.losses import ACTIVATIONS, build_loss, loss_type
+    from xtune_keras.model.classifier import freeze_layers
+    from xtune_keras.recipes.finetune import build_model, compile_model, make_optimizer, make_trainer
 
     enc = config["encoder"]
     paths = resolve_encoder_paths(enc["dir"], enc["config"], enc["checkpoint"], enc["vocab"])
@@ -84,8 +84,8 @@ def test_there_are_generalization_files():
 
 @pytest.mark.parametrize("path", GENERALIZATIONS, ids=os.path.basename)
 def test_every_generalization_cell_builds_on_tiny_checkpoint(path, tiny_ckpt, tmp_path):
-    from xtune_keras.generalize import load_generalization
-    from xtune_keras.sweep import planned_runs
+    from xtune_keras.experiments.generalize import load_generalization
+    from xtune_keras.experiments.sweep import planned_runs
 
     with open(path, encoding="utf-8") as f:
         data = load_config(os.path.join(os.path.dirname(path), yaml.safe_load(f)["base"]))["data"]

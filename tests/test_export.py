@@ -16,16 +16,16 @@ from bert4keras.snippets import lowercase_and_normalize, sequence_padding
 from bert4keras.tokenizers import Tokenizer
 
 from tests.helpers import write_csv, write_experiment, write_multilabel_csvs
-from xtune_keras.config import load_config
-from xtune_keras.data import LabelVocab, load_examples
+from xtune_keras.schema import load_config
+from xtune_keras.data.tables import LabelVocab, load_examples
 from xtune_keras.errors import XtuneError
-from xtune_keras.export import (GraphTokenizer, encode_pairs, export_model, prepare_texts, re2_pattern,
+from xtune_keras.export.savedmodel import (GraphTokenizer, encode_pairs, export_model, prepare_texts, re2_pattern,
                                 graph_clean_patterns, read_export_meta)
 from xtune_keras.inference import evaluate_file
-from xtune_keras.metrics import ACTIVATIONS, decide
-from xtune_keras.modelfile import load_model_file
-from xtune_keras.runner import run_experiment
-from xtune_keras.truncation import _bare_tokens, encode_pair
+from xtune_keras.train.metrics import ACTIVATIONS, decide
+from xtune_keras.model.modelfile import load_model_file
+from xtune_keras.recipes.finetune import run_experiment
+from xtune_keras.data.truncation import _bare_tokens, encode_pair
 
 CORPUS = [
     "市民反映小区路灯不亮，请尽快维修！谢谢。",

@@ -13,15 +13,16 @@ spm = pytest.importorskip("sentencepiece", reason="pip install sentencepiece")
 
 from tests.helpers import write_experiment, write_multilabel_csvs  # noqa: E402
 from tests.test_export import CORPUS, strings  # noqa: E402
-from xtune_keras.checkpoints import VOCAB_NAME, write_tiny_checkpoint  # noqa: E402
-from xtune_keras.config import load_config  # noqa: E402
-from xtune_keras.encoders import (SentencePieceVocab, build_tokenizer, resolve_encoder_paths,  # noqa: E402
+from xtune_keras.convert.checkpoints import VOCAB_NAME  # noqa: E402
+from xtune_keras.testing import write_tiny_checkpoint  # noqa: E402
+from xtune_keras.schema import load_config  # noqa: E402
+from xtune_keras.model.encoders import (SentencePieceVocab, build_tokenizer, resolve_encoder_paths,  # noqa: E402
                                   tokenizer_from_vocab)
-from xtune_keras.export import EXTRA_DIR, SPM_FILE, export_model, read_export_meta  # noqa: E402
-from xtune_keras.metrics import ACTIVATIONS  # noqa: E402
-from xtune_keras.modelfile import load_model_file  # noqa: E402
-from xtune_keras.runner import run_experiment  # noqa: E402
-from xtune_keras.truncation import encode_pair  # noqa: E402
+from xtune_keras.export.savedmodel import EXTRA_DIR, SPM_FILE, export_model, read_export_meta  # noqa: E402
+from xtune_keras.train.metrics import ACTIVATIONS  # noqa: E402
+from xtune_keras.model.modelfile import load_model_file  # noqa: E402
+from xtune_keras.recipes.finetune import run_experiment  # noqa: E402
+from xtune_keras.data.truncation import encode_pair  # noqa: E402
 
 TRAINING_TEXT = [
     "小区路灯坏了三天，晚上出行很不方便。", "楼上装修噪音太大，严重影响休息。", "厨房水管漏水，物业不管。",

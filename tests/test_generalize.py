@@ -6,8 +6,8 @@ import yaml
 
 from tests.helpers import write_experiment, write_multilabel_csvs
 from xtune_keras.errors import XtuneError
-from xtune_keras.generalize import default_names, load_generalization, run_generalize
-from xtune_keras.report import collect_results
+from xtune_keras.experiments.generalize import default_names, load_generalization, run_generalize
+from xtune_keras.experiments.report import collect_results
 
 
 def write_files(tmp_path, tiny_ckpt, **extra):

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from xtune_keras.checkpoints import load_variables
+from xtune_keras.convert.checkpoints import load_variables
 from xtune_keras.errors import XtuneError
-from xtune_keras.heads import HEADS
-from xtune_keras.layers import MaskedPooling
-from xtune_keras.model import build_classifier
+from xtune_keras.model.heads import HEADS
+from xtune_keras.model.layers import MaskedPooling
+from xtune_keras.model.classifier import build_classifier
 
 # One stack per head type (each ends on a vector), and the encoder-side options.
 VARIANTS = {

@@ -12,7 +12,7 @@ import tensorflow as tf
 from bert4keras.backend import keras
 
 from xtune_keras.errors import XtuneError
-from xtune_keras.losses import (
+from xtune_keras.model.losses import (
     ACTIVATIONS, LOSSES, MultilabelCE, SigmoidBCE, SigmoidFocal, SoftmaxCE, build_loss, loss_type,
     validate_loss,
 )

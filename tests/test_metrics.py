@@ -2,7 +2,7 @@ import xtune_keras  # noqa: F401  (first: sets TF_KERAS / TF_USE_LEGACY_KERAS)
 import numpy as np
 import pytest
 
-from xtune_keras.metrics import (
+from xtune_keras.train.metrics import (
     classification_metrics, decide, macro_f1, micro_f1, per_label_f1, seed_accuracy, sigmoid,
     softmax, subset_accuracy, tune_thresholds,
 )

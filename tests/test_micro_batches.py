@@ -7,10 +7,10 @@ import tensorflow as tf
 from bert4keras.backend import keras
 
 from tests.test_adversarial import dense, make_classifier, make_trainer, marker_task
-from xtune_keras.adversarial import AdversarialTrainer, build_trainer, saveable_model
-from xtune_keras.batches import PaddedBatches
-from xtune_keras.losses import build_loss
-from xtune_keras.optimizers import XtuneAdam
+from xtune_keras.train.adversarial import AdversarialTrainer, build_trainer, saveable_model
+from xtune_keras.data.batches import PaddedBatches
+from xtune_keras.model.losses import build_loss
+from xtune_keras.train.optimizers import XtuneAdam
 
 
 def varied_texts(n, seed=0):

@@ -11,10 +11,10 @@ import pytest
 import tensorflow as tf
 from bert4keras.backend import keras
 
-from xtune_keras.encoders import build_transformer
+from xtune_keras.model.encoders import build_transformer
 from xtune_keras.errors import XtuneError
-from xtune_keras.model import build_classifier
-from xtune_keras.optimizers import (
+from xtune_keras.model.classifier import build_classifier
+from xtune_keras.train.optimizers import (
     TAGS, EMAWeights, XtuneAdam, apply_ema, build_optimizer, check_lr_multipliers,
     layer_lr_multipliers, restore_weights,
 )
@@ -372,7 +372,7 @@ import itertools, json, sys
 import xtune_keras
 import numpy as np
 from bert4keras.backend import keras
-from xtune_keras.optimizers import apply_ema, restore_weights, optimizer_class, TAGS
+from xtune_keras.train.optimizers import apply_ema, restore_weights, optimizer_class, TAGS
 names = [optimizer_class(t).__name__ for n in range(len(TAGS) + 1) for t in itertools.combinations(TAGS, n)]
 assert len(set(names)) == 32 and all(n in keras.utils.get_custom_objects() for n in names[1:])
 saved = json.load(open(sys.argv[1]))

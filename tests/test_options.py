@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 
 from tests.helpers import write_experiment, write_multilabel_csvs
-from xtune_keras.checkpoints import load_variables
-from xtune_keras.config import load_config
+from xtune_keras.convert.checkpoints import load_variables
+from xtune_keras.schema import load_config
 from xtune_keras.errors import XtuneError
 from xtune_keras.inference import evaluate_file
-from xtune_keras.modelfile import load_model_file
-from xtune_keras.runner import run_experiment
+from xtune_keras.model.modelfile import load_model_file
+from xtune_keras.recipes.finetune import run_experiment
 
 
 @pytest.fixture(scope="module")
@@ -96,12 +96,12 @@ def test_unfreeze_schedule_trains_encoder_from_that_epoch(tiny_ckpt, micro_batch
     """With micro-batches the trainer's traced per-part step must follow the recompile."""
     from bert4keras.backend import keras
 
-    from xtune_keras.adversarial import build_trainer
-    from xtune_keras.batches import PaddedBatches
-    from xtune_keras.losses import build_loss
-    from xtune_keras.model import build_classifier, freeze_layers
-    from xtune_keras.optimizers import build_optimizer
-    from xtune_keras.runner import compile_model, fit_in_phases
+    from xtune_keras.train.adversarial import build_trainer
+    from xtune_keras.data.batches import PaddedBatches
+    from xtune_keras.model.losses import build_loss
+    from xtune_keras.model.classifier import build_classifier, freeze_layers
+    from xtune_keras.train.optimizers import build_optimizer
+    from xtune_keras.recipes.finetune import compile_model, fit_in_phases
 
     classifier = build_classifier(tiny_ckpt["config"], tiny_ckpt["checkpoint"], 2, [{"type": "cls"}])
     frozen = freeze_layers(classifier, freeze=True)

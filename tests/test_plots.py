@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import write_experiment, write_multilabel_csvs
-from xtune_keras.plots import (
+from xtune_keras.experiments.plots import (
     BASELINE_COLOUR, VARIANT_COLOUR, bar_chart, epoch_curves, epoch_statistics, present_metrics, read_epochs,
 )
 
@@ -123,8 +123,8 @@ def scalar_tags(event_file):
 
 
 def test_training_writes_an_hparams_session_next_to_its_metrics(tiny_ckpt, tmp_path):
-    from xtune_keras.config import load_config
-    from xtune_keras.runner import run_experiment
+    from xtune_keras.schema import load_config
+    from xtune_keras.recipes.finetune import run_experiment
 
     data = write_multilabel_csvs(str(tmp_path))
     yaml_path = write_experiment(str(tmp_path / "exp.yaml"), data, tiny_ckpt["dir"], str(tmp_path),

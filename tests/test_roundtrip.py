@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from xtune_keras.losses import LOSSES, build_loss
-from xtune_keras.model import build_classifier
-from xtune_keras.optimizers import build_optimizer
+from xtune_keras.model.losses import LOSSES, build_loss
+from xtune_keras.model.classifier import build_classifier
+from xtune_keras.train.optimizers import build_optimizer
 
 CASES = {("loss", name): {"loss": name} for name in LOSSES}
 CASES.update({

@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from tests.helpers import write_experiment, write_multilabel_csvs
-from xtune_keras.config import load_config
+from xtune_keras.schema import load_config
 from xtune_keras.errors import XtuneError
-from xtune_keras.runner import run_dir_of
+from xtune_keras.recipes.finetune import run_dir_of
 
 CHILD = r'''
 import json
@@ -30,10 +30,10 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
 from bert4keras.backend import keras
-from xtune_keras.adversarial import AdversarialTrainer
+from xtune_keras.train.adversarial import AdversarialTrainer
 from xtune_keras.cli import main
-from xtune_keras.distribute import build_strategy
-from xtune_keras.losses import build_loss
+from xtune_keras.train.distribute import build_strategy
+from xtune_keras.model.losses import build_loss
 
 for argv in json.loads(sys.argv[1]):
     print("=== run %s" % " ".join(argv[2:]), flush=True)
@@ -178,7 +178,7 @@ def test_strategy_defaults_and_single_device_name(tmp_path):
 
 
 def test_unknown_device_lists_the_devices_here():
-    from xtune_keras.distribute import build_strategy
+    from xtune_keras.train.distribute import build_strategy
 
     with pytest.raises(XtuneError, match=r"train.devices: no device GPU:7 on this machine; devices here: CPU:0"):
         build_strategy("mirrored", ["/gpu:7"], echo=False)

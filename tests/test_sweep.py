@@ -7,8 +7,8 @@ import yaml
 
 from tests.helpers import write_experiment, write_multilabel_csvs
 from xtune_keras.errors import XtuneError
-from xtune_keras.report import collect_results, mean_and_variance, student_t_two_sided_p, welch_t_test
-from xtune_keras.sweep import load_ablation, run_sweep
+from xtune_keras.experiments.report import collect_results, mean_and_variance, student_t_two_sided_p, welch_t_test
+from xtune_keras.experiments.sweep import load_ablation, run_sweep
 
 
 def write_ablation(tmp_path, tiny_ckpt, variants, seeds=(0, 1)):
@@ -111,7 +111,7 @@ def test_seeds_option_overrides_the_file(tiny_ckpt, tmp_path):
 
 
 def test_report_reads_any_runs_folder(sweep):
-    from xtune_keras.report import report_runs
+    from xtune_keras.experiments.report import report_runs
 
     rows, tables = report_runs(str(sweep["tmp"] / "runs"), baseline="row0_baseline")
     assert {r["variant"] for r in rows} == {"row0_baseline", "row1_lr", "row2_avg_pooling"}

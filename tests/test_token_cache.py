@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from tests.helpers import write_experiment, write_multilabel_csvs
-from xtune_keras import runner
-from xtune_keras import token_cache as tc
-from xtune_keras.config import config_hash, load_config
-from xtune_keras.data import Examples
+from xtune_keras.recipes import finetune as runner
+from xtune_keras.data import token_cache as tc
+from xtune_keras.schema import config_hash, load_config
+from xtune_keras.data.tables import Examples
 from xtune_keras.errors import XtuneError
-from xtune_keras.runner import prepare_data
+from xtune_keras.recipes.finetune import prepare_data
 
 
 @pytest.fixture

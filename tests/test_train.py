@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from tests.helpers import write_experiment, write_multilabel_csvs
-from xtune_keras.config import load_config
-from xtune_keras.modelfile import load_model_file
-from xtune_keras.runner import run_experiment
+from xtune_keras.schema import load_config
+from xtune_keras.model.modelfile import load_model_file
+from xtune_keras.recipes.finetune import run_experiment
 
 EPOCH_KEYS = {"epoch", "seconds", "loss", "acc", "val_loss", "val_acc", "val_subset_acc",
               "val_micro_f1", "val_macro_f1"}
@@ -65,7 +65,7 @@ def test_finished_run_is_not_trained_again(trained):
 
 RELOAD_SCRIPT = """
 import sys, numpy as np
-import xtune_keras
+import xtune_keras.model  # registers the custom layers and losses
 from bert4keras.backend import keras
 model = keras.models.load_model(sys.argv[1], compile=False)
 inputs = np.load(sys.argv[2])

@@ -1,11 +1,11 @@
 import pytest
 
 import xtune_keras  # noqa: F401  (before anything that imports TensorFlow)
-from xtune_keras.checkpoints import tiny_vocab
-from xtune_keras.data import Examples
-from xtune_keras.encoders import build_tokenizer
+from xtune_keras.testing import tiny_vocab
+from xtune_keras.data.tables import Examples
+from xtune_keras.model.encoders import build_tokenizer
 from xtune_keras.errors import XtuneError
-from xtune_keras.truncation import STRATEGIES, encode_examples, encode_pair, split_budget, truncate
+from xtune_keras.data.truncation import STRATEGIES, encode_examples, encode_pair, split_budget, truncate
 
 NUMBERS = list(range(10))
 

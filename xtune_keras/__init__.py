@@ -1,8 +1,18 @@
 """xtune_keras: rerunnable BERT fine-tuning experiments for text classification.
 
-bert4keras picks tf.keras (not standalone Keras) when TF_KERAS=1, and TensorFlow 2.16+
-binds ``tf.keras`` to Keras 3 unless TF_USE_LEGACY_KERAS=1. Both must be set before the
-first ``import tensorflow``, so they are set here, before anything else is imported.
+Importing the package loads neither TensorFlow nor bert4keras (``xtune --help`` and ``xtune
+report`` answer at once); the subpackages that need them (``model``, ``train``, ``recipes``,
+``export``, ``convert``) import :mod:`xtune_keras.compat` first, which repairs bert4keras.
+
+bert4keras picks tf.keras (not standalone Keras) when TF_KERAS=1, and TensorFlow 2.16+ binds
+``tf.keras`` to Keras 3 unless TF_USE_LEGACY_KERAS=1. Both must be set before the first
+``import tensorflow``, so they are set here, before anything else is imported.
+
+Layout: ``data`` (tables, datasets, truncation, batches), ``model`` (encoder, layers, heads,
+losses, the classifier and its ``.h5`` file), ``train`` (optimizers, trainer step, callbacks,
+run folder), ``recipes`` (fine-tuning as named phases), ``experiments`` (sweeps, backends, tables),
+``export`` (SavedModel), ``convert`` (Google-format I/O, Hugging Face, e5); ``schema`` declares every
+config key once and ``registry`` is the one mechanism behind every extension point.
 """
 import os
 import sys
@@ -20,42 +30,3 @@ if "keras" in sys.modules and not getattr(sys.modules["keras"], "__name__", "").
             "xtune_keras: Keras 3 was imported before xtune_keras; bert4keras needs tf.keras 2 "
             "(tf-keras). Import xtune_keras first, or start a fresh Python process."
         )
-
-
-
-def _import_and_register():
-    """compat first (repairs bert4keras), then every module that registers Keras custom objects,
-    so ``keras.models.load_model`` on an xtune .h5 works after a bare ``import xtune_keras``."""
-    from xtune_keras import compat  # noqa: F401
-    from xtune_keras import layers, losses, optimizers  # noqa: F401
-
-
-def _import_with_native_logs_parked():
-    """Import TensorFlow (through compat) with file descriptor 2 parked in a temp file.
-
-    TensorFlow's C++ start-up lines (absl and oneDNN notices) ignore TF_CPP_MIN_LOG_LEVEL and
-    would bury the one-line errors of the CLI. They are replayed if the import fails, and kept
-    when XTUNE_NATIVE_LOGS=1.
-    """
-    import tempfile
-
-    if os.environ.get("XTUNE_NATIVE_LOGS") == "1":
-        _import_and_register()
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as parked:
-        os.dup2(parked.fileno(), 2)
-        try:
-            _import_and_register()
-        except BaseException:
-            os.dup2(saved, 2)
-            parked.seek(0)
-            sys.stderr.write(parked.read().decode("utf-8", "replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-
-
-_import_with_native_logs_parked()

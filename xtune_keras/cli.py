@@ -7,8 +7,8 @@ from xtune_keras.errors import XtuneError
 
 
 def cmd_train(args):
-    from xtune_keras.config import load_config
-    from xtune_keras.runner import run_experiment
+    from xtune_keras.schema import load_config
+    from xtune_keras.recipes.finetune import run_experiment
 
     config = load_config(args.experiment, args.overrides)
     result = run_experiment(config, force=args.force)
@@ -29,13 +29,13 @@ def cmd_predict(args):
 
 
 def cmd_export(args):
-    from xtune_keras.export import export_model
+    from xtune_keras.export.savedmodel import export_model
 
     print(json.dumps(export_model(args.model, args.dir), indent=2, ensure_ascii=False))
 
 
 def cmd_ablate(args):
-    from xtune_keras.sweep import run_sweep
+    from xtune_keras.experiments.sweep import run_sweep
 
     _, tables = run_sweep(args.ablation, seeds=args.seeds, extra_overrides=args.overrides,
                           **backend_options(args))
@@ -43,7 +43,7 @@ def cmd_ablate(args):
 
 
 def cmd_combine(args):
-    from xtune_keras.combine import run_combine
+    from xtune_keras.experiments.combine import run_combine
 
     _, tables, choices, conflicts = run_combine(args.ablation, seeds=args.seeds, extra_overrides=args.overrides,
                                                 alpha=args.alpha, **backend_options(args))
@@ -57,7 +57,7 @@ def cmd_combine(args):
 
 
 def cmd_generalize(args):
-    from xtune_keras.generalize import run_generalize
+    from xtune_keras.experiments.generalize import run_generalize
 
     _, tables = run_generalize(args.file, seeds=args.seeds, extra_overrides=args.overrides,
                                other_valid=args.other_valid, **backend_options(args))
@@ -72,7 +72,7 @@ def backend_options(args):
 
 
 def cmd_report(args):
-    from xtune_keras.report import report_runs
+    from xtune_keras.experiments.report import report_runs
 
     _, tables = report_runs(args.runs_dir, args.baseline)
     print_tables(tables)
@@ -88,7 +88,7 @@ def print_tables(tables):
 
 
 def cmd_tiny_checkpoint(args):
-    from xtune_keras.checkpoints import write_tiny_checkpoint
+    from xtune_keras.testing import write_tiny_checkpoint
 
     paths = write_tiny_checkpoint(args.dir, model=args.model, seed=args.seed, hidden_size=args.hidden,
                                   num_hidden_layers=args.layers, num_attention_heads=args.heads,
@@ -97,13 +97,13 @@ def cmd_tiny_checkpoint(args):
 
 
 def cmd_convert_hf(args):
-    from xtune_keras.convert_hf import convert_hf
+    from xtune_keras.convert.hf import convert_hf
 
     print(json.dumps(convert_hf(args.src, args.dir), indent=2, default=str))
 
 
 def cmd_convert_e5(args):
-    from xtune_keras.convert_e5 import convert_e5, default_e5_path
+    from xtune_keras.convert.e5 import convert_e5, default_e5_path
 
     print(json.dumps(convert_e5(args.src or default_e5_path(), args.dir), indent=2, default=str))
 
@@ -119,14 +119,14 @@ def row_count(text):
 
 
 def cmd_prepare_data(args):
-    from xtune_keras.datasets import prepare_dataset
+    from xtune_keras.data.datasets import prepare_dataset
 
     paths = prepare_dataset(args.name, args.dir, sizes=(args.train, args.valid, args.test), seed=args.seed)
     print(json.dumps(paths, indent=2))
 
 
 def cmd_demo(args):
-    from xtune_keras.demo import run_demo
+    from xtune_keras.experiments.demo import run_demo
 
     run_demo(args.overrides, force=args.force)
 

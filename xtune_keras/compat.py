@@ -8,14 +8,17 @@ Each repair is small and named after the breakage it fixes:
 * ``_feedforward_activation_by_name``: ``FeedForward.get_config`` serialises its activation as a
   bare function object (``{'class_name': 'function', 'config': 'gelu_erf'}``), which the ``.h5``
   loader cannot turn back into a function. We save the registered name instead.
-* Checkpoint writing without TF1 sessions lives in :mod:`xtune_keras.checkpoints`.
-* No ``Lambda`` in saved models: see :mod:`xtune_keras.layers`.
+* Checkpoint writing without TF1 sessions lives in :mod:`xtune_keras.convert.checkpoints`.
+* No ``Lambda`` in saved models: see :mod:`xtune_keras.model.layers`.
+
+TensorFlow itself is first imported here, its C++ start-up lines parked
+(``_with_native_logs_parked``). ``import xtune_keras`` alone does not import this module.
 """
 import os
 import sys
 import warnings
 
-import tensorflow as tf
+import xtune_keras  # noqa: F401  (TF_KERAS / TF_USE_LEGACY_KERAS before TensorFlow)
 
 _KERAS3_MSG = (
     "xtune_keras: tf.keras is Keras 3 in this process (TensorFlow or Keras was imported before "
@@ -24,7 +27,36 @@ _KERAS3_MSG = (
 )
 
 
+def _with_native_logs_parked(function):
+    """``function()`` with file descriptor 2 parked in a temp file.
+
+    TensorFlow's C++ start-up lines (absl and oneDNN notices, printed while TensorFlow and Keras
+    load) ignore TF_CPP_MIN_LOG_LEVEL and would bury the one-line errors of the CLI. They are
+    replayed if the import fails, and kept when XTUNE_NATIVE_LOGS=1.
+    """
+    import tempfile
+
+    if os.environ.get("XTUNE_NATIVE_LOGS") == "1":
+        return function()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as parked:
+        os.dup2(parked.fileno(), 2)
+        try:
+            return function()
+        except BaseException:
+            os.dup2(saved, 2)
+            parked.seek(0)
+            sys.stderr.write(parked.read().decode("utf-8", "replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def _check_legacy_keras():
+    import tensorflow as tf
+
     # tf.keras is a lazy loader; its module name says which Keras it resolves to.
     if not tf.keras.__name__.startswith("tf_keras"):
         raise ImportError(_KERAS3_MSG)
@@ -93,4 +125,4 @@ def _apply():
     _quiet_known_warnings()
 
 
-_apply()
+_with_native_logs_parked(_apply)

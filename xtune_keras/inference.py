@@ -4,13 +4,13 @@ import os
 
 import numpy as np
 import pandas as pd
-from xtune_keras.batches import PaddedBatches
-from xtune_keras.data import LabelVocab, load_examples
-from xtune_keras.encoders import tokenizer_from_vocab
+from xtune_keras.data.batches import PaddedBatches
+from xtune_keras.data.tables import LabelVocab, load_examples
+from xtune_keras.model.encoders import tokenizer_from_vocab
 from xtune_keras.errors import XtuneError
-from xtune_keras.metrics import ACTIVATIONS, classification_metrics
-from xtune_keras.modelfile import load_model_file
-from xtune_keras.truncation import encode_examples
+from xtune_keras.train.metrics import ACTIVATIONS, classification_metrics
+from xtune_keras.model.modelfile import load_model_file
+from xtune_keras.data.truncation import encode_examples
 
 PREDICT_BATCH = 64
 
@@ -40,7 +40,7 @@ def open_model(model_path):
     its meta (labels, threshold, ...) comes from the export.
     """
     if os.path.isdir(model_path):
-        from xtune_keras.export import open_saved_model
+        from xtune_keras.export.savedmodel import open_saved_model
 
         return open_saved_model(model_path, batch_size=PREDICT_BATCH)
     model, meta, vocab = load_model_file(model_path)

@@ -71,11 +71,11 @@ def main(argv=None):
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    from xtune_keras.encoders import read_config
-    from xtune_keras.losses import build_loss
-    from xtune_keras.model import build_classifier
-    from xtune_keras.optimizers import build_optimizer
-    from xtune_keras.runner import compile_model
+    from xtune_keras.model.encoders import read_config
+    from xtune_keras.model.losses import build_loss
+    from xtune_keras.model.classifier import build_classifier
+    from xtune_keras.train.optimizers import build_optimizer
+    from xtune_keras.recipes.finetune import compile_model
 
     config_path = os.path.join(args.encoder, "bert_config.json")
     bert_config = read_config(config_path)

@@ -51,7 +51,7 @@ def parse(argv=None):
 
 
 def padded_tokens(token_ids, batch_size):
-    from xtune_keras.batches import PaddedBatches
+    from xtune_keras.data.batches import PaddedBatches
 
     segs = [[0] * len(t) for t in token_ids]
     random = [PaddedBatches(token_ids, segs, None, batch_size, shuffle=True, seed=s).padded_tokens()
@@ -79,9 +79,9 @@ def token_counts(args):
 
 def build(jit_compile=False):
     from bert4keras.backend import keras
-    from xtune_keras.losses import build_loss
-    from xtune_keras.model import build_classifier
-    from xtune_keras.optimizers import build_optimizer
+    from xtune_keras.model.losses import build_loss
+    from xtune_keras.model.classifier import build_classifier
+    from xtune_keras.train.optimizers import build_optimizer
 
     keras.utils.set_random_seed(0)
     model = build_classifier(os.path.join(ENCODER, "bert_config.json"), os.path.join(ENCODER, "bert_model.ckpt"),
@@ -92,7 +92,7 @@ def build(jit_compile=False):
 
 def batch_of(batch_size, length, seed=0):
     import numpy as np
-    from xtune_keras.batches import PaddedBatches
+    from xtune_keras.data.batches import PaddedBatches
 
     rng = np.random.default_rng(seed)
     ids = [[101] + rng.integers(1000, 30000, length - 2).tolist() + [102] for _ in range(batch_size)]
@@ -142,10 +142,10 @@ def micro_steps(args):
     import numpy as np
     import tensorflow as tf
     from bert4keras.tokenizers import Tokenizer
-    from xtune_keras.adversarial import build_trainer
-    from xtune_keras.batches import PaddedBatches
-    from xtune_keras.losses import build_loss
-    from xtune_keras.optimizers import build_optimizer
+    from xtune_keras.train.adversarial import build_trainer
+    from xtune_keras.data.batches import PaddedBatches
+    from xtune_keras.model.losses import build_loss
+    from xtune_keras.train.optimizers import build_optimizer
 
     splits, _ = common.read_data(args.data)
     tokenizer = Tokenizer(os.path.join(ENCODER, "vocab.txt"), do_lower_case=True)

@@ -5,7 +5,7 @@
 TEST.csv has columns text,label; a predictions file has row,pred (row 1 = the first data row).
 accuracy: share of rows whose predicted label is the true one. macro-F1: the mean of the
 per-label F1 over the labels that occur in the truth or in the predictions of the test split
-(the same set as xtune_keras.metrics.macro_f1 and scikit-learn's ``f1_score(average="macro")``).
+(the same set as xtune_keras.train.metrics.macro_f1 and scikit-learn's ``f1_score(average="macro")``).
 """
 import csv
 import json

@@ -70,7 +70,7 @@ def main(argv=None):
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     from xtune_keras import cli, runner
-    from xtune_keras.batches import PaddedBatches
+    from xtune_keras.data.batches import PaddedBatches
 
     clock, shapes, seen = common.StepClock(), common.ShapeLog(), {}
 
@@ -114,7 +114,7 @@ def main(argv=None):
     if code:
         raise SystemExit(code)
 
-    from xtune_keras.config import load_config
+    from xtune_keras.schema import load_config
 
     config = load_config(EXPERIMENT, overrides(args))
     run_dir = runner.run_dir_of(config)

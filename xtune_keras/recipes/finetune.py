@@ -13,23 +13,23 @@ import tensorflow as tf
 from bert4keras.backend import keras
 
 import xtune_keras
-from xtune_keras import callbacks as cb
-from xtune_keras.adversarial import build_trainer, saveable_model
-from xtune_keras.batches import PaddedBatches
-from xtune_keras.config import config_hash, dump_config
-from xtune_keras.data import DEFAULT_THRESHOLD, LabelVocab, load_examples, split_examples
-from xtune_keras.distribute import build_strategy
-from xtune_keras.encoders import build_tokenizer, read_config, resolve_encoder_paths
-from xtune_keras.losses import ACTIVATIONS, build_loss, loss_type
-from xtune_keras.metrics import ACTIVATIONS as NUMPY_ACTIVATIONS
-from xtune_keras.metrics import tune_thresholds
-from xtune_keras.model import build_classifier, freeze_layers, unfreeze_layers
-from xtune_keras.modelfile import update_meta
-from xtune_keras.optimizers import (
+from xtune_keras.train import callbacks as cb
+from xtune_keras.train.adversarial import build_trainer, saveable_model
+from xtune_keras.data.batches import PaddedBatches
+from xtune_keras.schema import config_hash, dump_config
+from xtune_keras.data.tables import DEFAULT_THRESHOLD, LabelVocab, load_examples, split_examples
+from xtune_keras.train.distribute import build_strategy
+from xtune_keras.model.encoders import build_tokenizer, read_config, resolve_encoder_paths
+from xtune_keras.model.losses import ACTIVATIONS, build_loss, loss_type
+from xtune_keras.train.metrics import ACTIVATIONS as NUMPY_ACTIVATIONS
+from xtune_keras.train.metrics import tune_thresholds
+from xtune_keras.model.classifier import build_classifier, freeze_layers, unfreeze_layers
+from xtune_keras.model.modelfile import update_meta
+from xtune_keras.train.optimizers import (
     EMAWeights, build_optimizer, check_lr_multipliers, layer_lr_multipliers,
 )
-from xtune_keras.token_cache import cache_key, cached_encode, tokenizer_id
-from xtune_keras.truncation import encode_examples
+from xtune_keras.data.token_cache import cache_key, cached_encode, tokenizer_id
+from xtune_keras.data.truncation import encode_examples
 
 
 def set_seed(seed, deterministic):

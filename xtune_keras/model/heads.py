@@ -16,7 +16,7 @@ from bert4keras.backend import keras
 from bert4keras.layers import LayerNormalization  # bert4keras registers this name for .h5 loading
 
 from xtune_keras.errors import XtuneError
-from xtune_keras.layers import MaskedPooling, TokenSlice, TransformerBlock, ZeroMasked
+from xtune_keras.model.layers import MaskedPooling, TokenSlice, TransformerBlock, ZeroMasked
 
 POOLER_LAYER = "Pooler-Dense"  # takes the checkpoint's bert/pooler/dense weights (see model.py)
 

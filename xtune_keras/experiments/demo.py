@@ -23,8 +23,8 @@ def minilm_source():
 
 
 def ensure_encoder():
-    from xtune_keras.checkpoints import CONFIG_NAME
-    from xtune_keras.convert_hf import convert_hf
+    from xtune_keras.convert.checkpoints import CONFIG_NAME
+    from xtune_keras.convert.hf import convert_hf
 
     if not os.path.exists(os.path.join(ENCODER_DIR, CONFIG_NAME)):  # written last by convert_hf
         convert_hf(minilm_source(), ENCODER_DIR)
@@ -32,7 +32,7 @@ def ensure_encoder():
 
 
 def ensure_data(sizes):
-    from xtune_keras.datasets import prepare_dataset
+    from xtune_keras.data.datasets import prepare_dataset
 
     if not os.path.exists(os.path.join(DATA_DIR, "test.csv")):
         prepare_dataset("reuters-r8", DATA_DIR, sizes=sizes, seed=0)
@@ -40,8 +40,8 @@ def ensure_data(sizes):
 
 
 def run_demo(overrides=(), sizes=(2000, 400, 800), force=False):
-    from xtune_keras.config import load_config
-    from xtune_keras.runner import run_experiment
+    from xtune_keras.schema import load_config
+    from xtune_keras.recipes.finetune import run_experiment
 
     if not os.path.isfile(EXPERIMENT):
         raise XtuneError("%s not found: run the demo from the repository root" % EXPERIMENT)

@@ -127,7 +127,7 @@ def write_tables(rows, out_dir, groups=None):
     with open(paths["md"], "w", encoding="utf-8") as f:
         f.write(markdown_table(rows))
     if groups is not None:
-        from xtune_keras.plots import bar_chart, epoch_curves  # matplotlib only when plotting
+        from xtune_keras.experiments.plots import bar_chart, epoch_curves  # matplotlib only when plotting
 
         paths["chart"] = bar_chart(rows, os.path.join(out_dir, "chart.png"))
         paths["curves"] = epoch_curves(groups, os.path.join(out_dir, "curves.png"))

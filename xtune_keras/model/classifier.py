@@ -4,10 +4,10 @@ import re
 import tensorflow as tf
 from bert4keras.backend import keras
 
-from xtune_keras.encoders import build_transformer
+from xtune_keras.model.encoders import build_transformer
 from xtune_keras.errors import XtuneError
-from xtune_keras.heads import POOLER_LAYER, apply_heads
-from xtune_keras.layers import LayerCombine, PaddingMask
+from xtune_keras.model.heads import POOLER_LAYER, apply_heads
+from xtune_keras.model.layers import LayerCombine, PaddingMask
 
 LOGITS = "logits"
 ENCODER_LAYER = "Transformer-%d-FeedForward-Norm"  # the output of transformer layer %d

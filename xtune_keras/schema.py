@@ -11,10 +11,10 @@ import os
 import yaml
 
 from xtune_keras.errors import XtuneError
-from xtune_keras.heads import validate_head
-from xtune_keras.losses import validate_loss
-from xtune_keras.optimizers import OPTIMIZERS
-from xtune_keras.truncation import STRATEGIES
+from xtune_keras.model.heads import validate_head
+from xtune_keras.model.losses import validate_loss
+from xtune_keras.train.optimizers import OPTIMIZERS
+from xtune_keras.data.truncation import STRATEGIES
 
 DEFAULTS = {
     "name": None,  # experiment name: names the .h5 and the runs/ folder; default: YAML file stem

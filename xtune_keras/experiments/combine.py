@@ -12,8 +12,8 @@ changes the learning rate): the better-scoring variant's value wins and the conf
 import json
 import os
 
-from xtune_keras.config import dump_config
-from xtune_keras.sweep import execute_runs, load_ablation, planned_runs, report_ablation
+from xtune_keras.schema import dump_config
+from xtune_keras.experiments.sweep import execute_runs, load_ablation, planned_runs, report_ablation
 
 COMBINED = "combined"
 

@@ -13,9 +13,9 @@ import h5py
 import numpy as np
 from bert4keras.backend import keras
 
-from xtune_keras.encoders import SentencePieceVocab
+from xtune_keras.model.encoders import SentencePieceVocab
 from xtune_keras.errors import XtuneError
-from xtune_keras.layers import custom_objects
+from xtune_keras.model.layers import custom_objects
 
 META_GROUP = "xtune"
 SENTENCEPIECE_DATASET = "sentencepiece_model"

@@ -11,10 +11,10 @@ import numpy as np
 import tensorflow as tf
 from bert4keras.backend import keras
 
-from xtune_keras.adversarial import saveable_model
-from xtune_keras.losses import loss_type
-from xtune_keras.metrics import ACTIVATIONS, classification_metrics
-from xtune_keras.modelfile import save_model_file
+from xtune_keras.train.adversarial import saveable_model
+from xtune_keras.model.losses import loss_type
+from xtune_keras.train.metrics import ACTIVATIONS, classification_metrics
+from xtune_keras.model.modelfile import save_model_file
 
 MODES = {"val_loss": "min"}  # every other monitored metric is "higher is better"
 

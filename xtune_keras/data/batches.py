@@ -18,7 +18,9 @@ Two ways to pad less (padding is masked, so neither changes what a text scores):
 * ``by_length`` (prediction): batches in length order; ``in_input_order`` puts the outputs back.
 """
 import numpy as np
-from bert4keras.backend import keras
+
+from xtune_keras import compat  # noqa: F401  (first: TensorFlow and the bert4keras repairs)
+from bert4keras.backend import keras  # noqa: E402  (isort: after compat)
 from bert4keras.snippets import sequence_padding
 
 

@@ -20,10 +20,10 @@ import sys
 
 import yaml
 
-from xtune_keras.config import load_config
+from xtune_keras.schema import load_config
 from xtune_keras.errors import XtuneError
-from xtune_keras.report import group_by_variant, summarize, write_tables
-from xtune_keras.runner import finished_result, run_dir_of
+from xtune_keras.experiments.report import group_by_variant, summarize, write_tables
+from xtune_keras.recipes.finetune import finished_result, run_dir_of
 
 ABLATION_KEYS = ("base", "epochs", "seeds", "variants")
 VARIANT_KEYS = ("name", "part", "overrides")
@@ -109,7 +109,7 @@ def execute_runs(base, runs, backend="local", address=None, echo=True, cpus=1, g
         raise XtuneError("unknown backend '%s'; valid backends: %s" % (backend, ", ".join(BACKENDS)))
     todo = [(i, run) for i, run in enumerate(runs, 1) if finished_result(run_dir_of(run[3])) is None]
     if backend == "ray":
-        from xtune_keras.backends import run_on_ray  # Ray is imported only when asked for
+        from xtune_keras.experiments.backends import run_on_ray  # Ray is imported only when asked for
 
         run_on_ray(base, runs, todo, address=address, echo=echo, cpus=cpus, gpus=gpus)
         return

@@ -36,9 +36,9 @@ import tempfile
 
 import numpy as np
 
-from xtune_keras.checkpoints import CHECKPOINT_NAME, CONFIG_NAME, VOCAB_NAME, save_variables
-from xtune_keras.convert_hf import check_shapes
-from xtune_keras.encoders import SPM_NAME
+from xtune_keras.convert.checkpoints import CHECKPOINT_NAME, CONFIG_NAME, VOCAB_NAME, save_variables
+from xtune_keras.convert.hf import check_shapes
+from xtune_keras.model.encoders import SPM_NAME
 from xtune_keras.errors import XtuneError
 
 E5_BIN_NAME = "e5-small-q4.bin"

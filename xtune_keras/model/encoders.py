@@ -12,7 +12,7 @@ import os
 from bert4keras.models import build_transformer_model
 from bert4keras.tokenizers import SpTokenizer, Tokenizer, TokenizerBase, load_vocab
 
-from xtune_keras.checkpoints import CHECKPOINT_NAME, CONFIG_NAME, VOCAB_NAME, check_checkpoint
+from xtune_keras.convert.checkpoints import CHECKPOINT_NAME, CONFIG_NAME, VOCAB_NAME, check_checkpoint
 from xtune_keras.errors import XtuneError
 
 MODELS = ("bert", "roberta", "albert")

@@ -40,10 +40,10 @@ import unicodedata
 import numpy as np
 import tensorflow as tf  # xtune_keras/__init__ ran first: TF_USE_LEGACY_KERAS is set
 
-from xtune_keras.encoders import SentencePieceTokenizer, SentencePieceVocab
+from xtune_keras.model.encoders import SentencePieceTokenizer, SentencePieceVocab
 from xtune_keras.errors import XtuneError
-from xtune_keras.metrics import ACTIVATIONS
-from xtune_keras.truncation import CLS, SEP, STRATEGIES
+from xtune_keras.train.metrics import ACTIVATIONS
+from xtune_keras.data.truncation import CLS, SEP, STRATEGIES
 
 EXTRA_DIR = "assets.extra"
 META_FILE = "xtune_meta.json"
@@ -501,7 +501,7 @@ def check_exportable(meta, token_dict):
 def export_model(h5_path, out_dir):
     """Write the SavedModel of ``h5_path`` to ``out_dir`` (replaced only if it is an earlier
     export); returns a summary. The folder appears complete or not at all."""
-    from xtune_keras.modelfile import load_model_file, read_meta
+    from xtune_keras.model.modelfile import load_model_file, read_meta
 
     meta, token_dict = read_meta(h5_path)
     check_exportable(meta, token_dict)
@@ -589,7 +589,7 @@ def read_export_meta(directory):
 def raw_texts(meta, data_path):
     """Each example's cells joined as ``data._joined_text`` joins them, before the clean patterns
     and whitespace folding that serving_default applies itself (so nothing is applied twice)."""
-    from xtune_keras.data import _cell_text, read_table
+    from xtune_keras.data.tables import _cell_text, read_table
 
     table = read_table(data_path)
 

@@ -19,7 +19,7 @@ import struct
 
 import numpy as np
 
-from xtune_keras.checkpoints import CHECKPOINT_NAME, CONFIG_NAME, VOCAB_NAME, save_variables
+from xtune_keras.convert.checkpoints import CHECKPOINT_NAME, CONFIG_NAME, VOCAB_NAME, save_variables
 from xtune_keras.errors import XtuneError
 
 logger = logging.getLogger(__name__)

@@ -17,10 +17,10 @@ freezing and homology columns beside the usual mean and variance.
 import json
 import os
 
-from xtune_keras.config import load_config
+from xtune_keras.schema import load_config
 from xtune_keras.errors import XtuneError
-from xtune_keras.report import METRIC_HEADER, format_markdown, metric_cells
-from xtune_keras.sweep import execute_runs, planned_runs, read_sweep_file, report_ablation
+from xtune_keras.experiments.report import METRIC_HEADER, format_markdown, metric_cells
+from xtune_keras.experiments.sweep import execute_runs, planned_runs, read_sweep_file, report_ablation
 
 GENERALIZE_KEYS = ("base", "other_valid", "seeds", "epochs", "names")
 # (encoder frozen, validation from the training data's source), Gtest_v1..v4
