@@ -2,7 +2,7 @@
 (oneDNN), best of 5: `.venv/bin/python bench/bf16_probe.py`."""
 import time
 
-import xtune_keras  # noqa: F401  (TF environment first)
+from xtune_keras import compat  # noqa: F401  (first: TensorFlow with the bert4keras repairs)
 import tensorflow as tf
 
 

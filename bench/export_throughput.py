@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 
-import xtune_keras  # noqa: F401  (before TensorFlow / bert4keras)
+from xtune_keras import compat  # noqa: F401  (first: TensorFlow with the bert4keras repairs)
 import numpy as np
 import tensorflow as tf
 from bert4keras.snippets import sequence_padding

@@ -6,7 +6,7 @@ misleads (bench/RESULTS.md); bench/peers/profile_step.py alternates the two mode
 import statistics
 import time
 
-import xtune_keras  # noqa: F401  (TF environment first)
+from xtune_keras import compat  # noqa: F401  (first: TensorFlow with the bert4keras repairs)
 import numpy as np, tensorflow as tf
 from xtune_keras.model.classifier import build_classifier
 from xtune_keras.train.optimizers import build_optimizer

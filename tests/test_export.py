@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import xtune_keras  # noqa: F401  (before TensorFlow / bert4keras)
+from xtune_keras import compat  # noqa: F401  (first: TensorFlow with the bert4keras repairs)
 import tensorflow as tf
 from bert4keras.snippets import lowercase_and_normalize, sequence_padding
 from bert4keras.tokenizers import Tokenizer

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-import xtune_keras  # noqa: F401  (before TensorFlow / bert4keras)
+from xtune_keras import compat  # noqa: F401  (first: TensorFlow with the bert4keras repairs)
 import tensorflow as tf
 from bert4keras.snippets import sequence_padding
 

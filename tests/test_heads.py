@@ -48,7 +48,7 @@ def build(tiny_ckpt, name):
 
 RELOAD = """
 import json, sys, numpy as np
-import xtune_keras
+import xtune_keras.train  # registers the custom layers, losses and optimizers
 import tensorflow as tf
 from bert4keras.backend import keras
 inputs = {k: np.array(v, np.int32) for k, v in json.loads(sys.argv[1]).items()}

@@ -1,4 +1,4 @@
-import xtune_keras  # noqa: F401  (first: sets TF_KERAS / TF_USE_LEGACY_KERAS)
+from xtune_keras import compat  # noqa: F401  (first: TensorFlow with the bert4keras repairs)
 import numpy as np
 import pytest
 

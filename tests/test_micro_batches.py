@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-import xtune_keras  # noqa: F401  (first: TF_KERAS / legacy Keras)
+from xtune_keras import compat  # noqa: F401  (first: TensorFlow with the bert4keras repairs)
 import tensorflow as tf
 from bert4keras.backend import keras
 

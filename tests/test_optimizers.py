@@ -4,7 +4,7 @@ import re
 import subprocess
 import sys
 
-import xtune_keras  # noqa: F401  (first: legacy Keras and the bert4keras repairs)
+from xtune_keras import compat  # noqa: F401  (first: TensorFlow with the bert4keras repairs)
 
 import numpy as np
 import pytest
@@ -94,7 +94,7 @@ def test_class_names_list_the_extensions_in_use():
 
 
 @pytest.mark.parametrize("kwargs, key", [
-    ({"name": "sgd"}, "train.optimizer: unknown choice 'sgd'; valid: adam, adamw"),
+    ({"name": "sgd"}, "train.optimizer: unknown optimizer 'sgd'; valid: adam, adamw"),
     ({"learning_rate": 0}, "train.lr:"),
     ({"weight_decay": -0.1}, "train.weight_decay:"),
     ({"clip_norm": "big"}, "train.clip_norm:"),
@@ -369,7 +369,7 @@ COMBINATIONS = {
 
 RELOAD = """
 import itertools, json, sys
-import xtune_keras
+import xtune_keras.train  # registers the custom layers, losses and optimizers
 import numpy as np
 from bert4keras.backend import keras
 from xtune_keras.train.optimizers import apply_ema, restore_weights, optimizer_class, TAGS

@@ -26,7 +26,7 @@ TARGETS = np.array([[1, 0, 1], [0, 1, 0]], np.float32)
 
 RELOAD = """
 import json, sys, numpy as np
-import xtune_keras
+import xtune_keras.train  # registers the custom layers, losses and optimizers
 import tensorflow as tf
 from bert4keras.backend import keras
 inputs = {k: np.array(v, np.int32) for k, v in json.loads(sys.argv[1]).items()}

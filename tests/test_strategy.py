@@ -23,7 +23,7 @@ import sys
 
 import numpy as np
 
-import xtune_keras  # noqa: F401  (legacy Keras before TensorFlow)
+from xtune_keras import compat  # noqa: F401  (first: TensorFlow with the bert4keras repairs)
 import tensorflow as tf
 
 cpu = tf.config.list_physical_devices("CPU")[0]

@@ -1,6 +1,6 @@
 import pytest
 
-import xtune_keras  # noqa: F401  (before anything that imports TensorFlow)
+from xtune_keras import compat  # noqa: F401  (first: TensorFlow with the bert4keras repairs)
 from xtune_keras.testing import tiny_vocab
 from xtune_keras.data.tables import Examples
 from xtune_keras.model.encoders import build_tokenizer

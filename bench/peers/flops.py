@@ -66,7 +66,7 @@ def main(argv=None):
     p.add_argument("--json", default=None, help="also write the numbers here")
     args = p.parse_args(argv)
 
-    import xtune_keras  # noqa: F401  (environment and bert4keras repairs before TensorFlow)
+    from xtune_keras import compat  # noqa: F401  (first: TensorFlow with the bert4keras repairs)
     import numpy as np
     import tensorflow as tf
 

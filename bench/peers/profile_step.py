@@ -242,7 +242,7 @@ def xla_table(x, args):
 
 def main(argv=None):
     args = parse(argv)
-    import xtune_keras  # noqa: F401  (TF environment first)
+    from xtune_keras import compat  # noqa: F401  (first: TensorFlow with the bert4keras repairs)
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(os.cpu_count())

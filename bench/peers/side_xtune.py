@@ -63,7 +63,7 @@ def main(argv=None):
     args.encoder = args.encoder or os.path.join("checkpoints", "all-MiniLM-L6-v2")
     os.makedirs(args.out, exist_ok=True)
 
-    import xtune_keras  # noqa: F401  (environment and bert4keras repairs first)
+    from xtune_keras import compat  # noqa: F401  (first: TensorFlow with the bert4keras repairs)
     import numpy as np
     import tensorflow as tf
     from bert4keras.backend import keras

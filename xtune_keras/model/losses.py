@@ -19,6 +19,7 @@ import tensorflow as tf
 from bert4keras.backend import keras
 
 from xtune_keras.errors import XtuneError
+from xtune_keras.registry import Registry
 
 # Constructor arguments every Keras loss has; they are not options a user sets in YAML.
 _KERAS_ARGS = ("self", "name", "reduction")
@@ -146,22 +147,22 @@ class MultilabelCE(_OptionsLoss):
         return negative_term + positive_term
 
 
-LOSSES = {"bce": SigmoidBCE, "ce": SoftmaxCE, "focal": SigmoidFocal, "multilabel_ce": MultilabelCE}
-# Which activation turns the logits into the probabilities each loss assumes.
-ACTIVATIONS = {name: cls.activation for name, cls in LOSSES.items()}
-
 # Allowed option values, checked before a run starts (a bad value would train without error).
-_OPTION_RULES = {
-    "label_smoothing": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
-    "alpha": (lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
-    "gamma": (lambda v: v >= 0.0, ">= 0"),
-}
+SMOOTHING = {"label_smoothing": (lambda v: 0.0 <= v < 1.0, "in [0, 1)")}
+LOSSES = Registry("loss type", skip=_KERAS_ARGS)
+LOSSES.register("bce", SigmoidBCE, checks=SMOOTHING)
+LOSSES.register("ce", SoftmaxCE, checks=SMOOTHING)
+LOSSES.register("focal", SigmoidFocal, checks={"alpha": (lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
+                                               "gamma": (lambda v: v >= 0.0, ">= 0")})
+LOSSES.register("multilabel_ce", MultilabelCE)
+# Which activation turns the logits into the probabilities each loss assumes.
+ACTIVATIONS = {name: LOSSES.get(name).activation for name in LOSSES}
 
 
 def build_loss(spec, where="model.loss"):
     """A Keras loss instance from ``"bce"`` or ``{"type": "focal", "gamma": 2.0, ...}``."""
     name, options = _parse(spec, where)
-    return LOSSES[name](**options)
+    return LOSSES.get(name)(**options)
 
 
 def loss_type(spec, where="model.loss"):
@@ -182,17 +183,11 @@ def _parse(spec, where):
         raw = dict(spec)
         name = raw.pop("type", None)
         if name is None:
-            raise XtuneError("%s: a loss mapping needs 'type'; valid types: %s" % (where, ", ".join(LOSSES)))
+            raise XtuneError("%s: a loss mapping needs 'type'; valid types: %s" % (where, LOSSES.valid()))
     else:
         raise XtuneError("%s: expected a loss type name or {type: ..., options} (got %r)" % (where, spec))
-    if name not in LOSSES:
-        raise XtuneError("%s: unknown loss type %r; valid types: %s" % (where, name, ", ".join(LOSSES)))
-    valid = LOSSES[name].option_defaults()
-    for key in raw:
-        if key not in valid:
-            raise XtuneError("%s: loss %s has no option %r; valid options: %s"
-                             % (where, name, key, ", ".join(valid) or "none"))
-    return name, {key: _option_value(value, key, where) for key, value in raw.items()}
+    LOSSES.get(name, where)
+    return name, LOSSES.check_options(name, raw, where, coerce=_option_value)
 
 
 def _option_value(value, key, where):
@@ -205,7 +200,4 @@ def _option_value(value, key, where):
             pass
     if number is None or not math.isfinite(number):
         raise XtuneError("%s.%s must be a finite number (got %r)" % (where, key, value))
-    check, allowed = _OPTION_RULES.get(key, (lambda v: True, ""))
-    if not check(number):
-        raise XtuneError("%s.%s must be %s (got %r)" % (where, key, allowed, value))
     return number

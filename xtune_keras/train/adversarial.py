@@ -24,8 +24,8 @@ import tensorflow as tf
 from bert4keras.backend import keras
 
 from xtune_keras.errors import XtuneError
+from xtune_keras.registry import Registry
 
-METHODS = ("fgm", "pgd")
 ACTIVATIONS = ("sigmoid", "softmax")
 EMBEDDING_LAYER = "Embedding-Token"
 
@@ -76,9 +76,8 @@ def normalize_method(method):
 
 def check_options(method, epsilon, alpha, steps, rdrop_alpha, activation):
     """One-line XtuneErrors naming the YAML key of a bad value."""
-    if method is not None and method not in METHODS:
-        raise XtuneError("train.adversarial.method: %r is not one of %s (or none)"
-                         % (method, ", ".join(METHODS)))
+    if method is not None:
+        METHODS.get(method, "train.adversarial.method")
     numbers = (("train.adversarial.epsilon", epsilon), ("train.adversarial.alpha", alpha))
     for key, value in numbers:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
@@ -234,16 +233,7 @@ class AdversarialTrainer(keras.Model):
         """Loss and gradients at the adversarial embeddings, then the exact clean ones back."""
         embeddings = self.embeddings
         clean = tf.identity(embeddings)  # a snapshot: assigned back bit for bit, no r subtracted
-        g = dense_gradient(g_embedding, embeddings)
-        if self.method == "fgm":
-            r = self.epsilon * unit_direction(g)
-        else:  # PGD: the first steps only need the embedding gradient to move r
-            r = tf.zeros_like(clean)
-            for _ in range(self.steps - 1):
-                r = project_to_ball(r + self.alpha * unit_direction(g), self.epsilon)
-                embeddings.assign(clean + r)
-                g = dense_gradient(self.loss_and_gradients(parts, [])[-1], embeddings)
-            r = project_to_ball(r + self.alpha * unit_direction(g), self.epsilon)
+        r = METHODS.get(self.method)(self, parts, dense_gradient(g_embedding, embeddings), clean)
         embeddings.assign(clean + r)
         loss, _, _, grads, _ = self.loss_and_gradients(parts, variables)
         embeddings.assign(clean)
@@ -290,6 +280,30 @@ class AdversarialTrainer(keras.Model):
         results = {t.name: t.result() for t in self.trackers if t.name in logs}
         results.update((m.name, m.result()) for m in self.compiled_metrics.metrics)
         return results
+
+
+# How the embedding perturbation r is found: fn(trainer, parts, embedding gradient, clean
+# embeddings) -> r. Options (epsilon, alpha, steps) live on the trainer (train.adversarial).
+METHODS = Registry("adversarial method")
+
+
+@METHODS.register("fgm")
+def fgm_perturbation(trainer, parts, g, clean):
+    """Miyato et al. 2017: one step of norm epsilon along the gradient."""
+    return trainer.epsilon * unit_direction(g)
+
+
+@METHODS.register("pgd")
+def pgd_perturbation(trainer, parts, g, clean):
+    """Madry et al. 2018: ``steps`` ascent steps of size alpha, projected onto the epsilon-ball;
+    the first steps only need the embedding gradient to move r."""
+    embeddings = trainer.embeddings
+    r = tf.zeros_like(clean)
+    for _ in range(trainer.steps - 1):
+        r = project_to_ball(r + trainer.alpha * unit_direction(g), trainer.epsilon)
+        embeddings.assign(clean + r)
+        g = dense_gradient(trainer.loss_and_gradients(parts, [])[-1], embeddings)
+    return project_to_ball(r + trainer.alpha * unit_direction(g), trainer.epsilon)
 
 
 def build_trainer(classifier, method=None, epsilon=1.0, alpha=0.3, steps=3, rdrop_alpha=0.0,

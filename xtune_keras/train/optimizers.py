@@ -47,17 +47,11 @@ from bert4keras import optimizers as b4k_optimizers
 from bert4keras.backend import K, keras
 
 from xtune_keras.errors import XtuneError
+from xtune_keras.registry import Registry
 
 # google-research/bert's AdamW skips LayerNorm and bias. Our encoder norms are "...-Norm", the
 # heads' LayerNormalization layers "...-norm"; bert4keras matches these as regexes (re.search).
 NO_DECAY = ["Norm", "norm", "bias"]
-
-# name -> what it means: bert4keras Adam, or google-research/bert's AdamW (optimization.py:
-# decay 0.01, clip_by_global_norm 1.0, epsilon 1e-6, and no Adam bias correction).
-OPTIMIZERS = {
-    "adam": {"weight_decay": 0.0, "clip_norm": None, "bias_correction": True},
-    "adamw": {"weight_decay": 0.01, "clip_norm": 1.0, "bias_correction": False},
-}
 
 TAGS = ("WD", "LR", "PW", "EMA", "GA")  # innermost first; also their order in class names
 
@@ -97,6 +91,14 @@ class XtuneAdam(b4k_optimizers.Adam):
         # path also run through the dense one, so they would act twice (see module docstring).
         dense = tf.math.unsorted_segment_sum(grad, indices, tf.shape(var)[0])
         return self._resource_apply_dense(dense, var)
+
+
+# train.optimizer: a base class and what the name means. adam: bert4keras Adam; adamw:
+# google-research/bert's AdamW (optimization.py: decay 0.01, clip_by_global_norm 1.0, epsilon 1e-6,
+# and no Adam bias correction). A new optimizer is one base class and one entry here.
+OPTIMIZERS = Registry("optimizer")
+OPTIMIZERS.register("adam", XtuneAdam, weight_decay=0.0, clip_norm=None, bias_correction=True)
+OPTIMIZERS.register("adamw", XtuneAdam, weight_decay=0.01, clip_norm=1.0, bias_correction=False)
 
 
 def _updates_done(optimizer):
@@ -191,26 +193,27 @@ EXTENSIONS = {
 }
 
 
-def class_name(tags):
-    return "_".join(("XtuneAdam",) + tuple(tags))
+def class_name(tags, base=XtuneAdam):
+    return "_".join((base.__name__,) + tuple(tags))
 
 
 @functools.lru_cache(maxsize=None)
-def optimizer_class(tags=()):
+def optimizer_class(tags=(), base=XtuneAdam):
     """The class for a tuple of tags in ``TAGS`` order; each is its prefix's class + one extension."""
     if not tags:
-        return XtuneAdam
-    name = class_name(tags)
-    cls = EXTENSIONS[tags[-1]](optimizer_class(tags[:-1]), name)
+        return base
+    name = class_name(tags, base)
+    cls = EXTENSIONS[tags[-1]](optimizer_class(tags[:-1], base), name)
     cls.__name__ = cls.__qualname__ = name
     keras.utils.get_custom_objects()[name] = cls  # the repaired class, where bert4keras registered its own
     return cls
 
 
 def _register_all():
-    for count in range(len(TAGS) + 1):
-        for tags in itertools.combinations(TAGS, count):
-            optimizer_class(tags)
+    for base in set(OPTIMIZERS.values()):
+        for count in range(len(TAGS) + 1):
+            for tags in itertools.combinations(TAGS, count):
+                optimizer_class(tags, base)
 
 
 _register_all()
@@ -234,7 +237,7 @@ def build_optimizer(name, learning_rate, weight_decay=None, clip_norm=None, warm
     * ``grad_accum_steps``: one update per that many batches, on their mean gradient.
     * ``ema_momentum``: keep an EMA of the weights; see ``EMAWeights`` / ``apply_ema``.
     """
-    defaults = _choice("train.optimizer", name, OPTIMIZERS)
+    base, defaults = OPTIMIZERS.get(name, "train.optimizer"), OPTIMIZERS.info(name)
     _require("train.lr", learning_rate, _is_number(learning_rate) and learning_rate > 0, "a number > 0")
     options = {"learning_rate": float(learning_rate), "bias_correction": defaults["bias_correction"]}
     clip_norm = defaults["clip_norm"] if clip_norm is None else clip_norm
@@ -250,7 +253,7 @@ def build_optimizer(name, learning_rate, weight_decay=None, clip_norm=None, warm
         if extension_options:
             tags.append(tag)
             options.update(extension_options)
-    return optimizer_class(tuple(tags))(**options)
+    return optimizer_class(tuple(tags), base)(**options)
 
 
 def _decay(rate):
@@ -307,12 +310,6 @@ def _is_int(value):
 def _require(key, value, ok, expected):
     if not ok:
         raise XtuneError("%s: must be %s (got %r)" % (key, expected, value))
-
-
-def _choice(key, value, valid):
-    if value not in valid:
-        raise XtuneError("%s: unknown choice %r; valid: %s" % (key, value, ", ".join(valid)))
-    return valid[value]
 
 
 # ---------------------------------------------------------------------------- layer-wise LR decay
