@@ -245,7 +245,7 @@ def test_validate_loss_accepts_good_specs():
 
 LOAD_IN_FRESH_PROCESS = textwrap.dedent("""
     import json, sys
-    import xtune_keras
+    import xtune_keras.model  # registers the custom losses and layers
     import numpy as np
     import tensorflow as tf
     from bert4keras.backend import keras
