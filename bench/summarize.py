@@ -6,7 +6,8 @@ import sys
 
 
 def main(runs_dir, names):
-    print("| run | best epoch | val acc | val micro-F1 | val macro-F1 | test acc | test micro-F1 | test macro-F1 | seconds |")
+    print("| run | best epoch | val acc | val micro-F1 | val macro-F1 "
+          "| test acc | test micro-F1 | test macro-F1 | seconds |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name in names:
         for path in sorted(glob.glob(os.path.join(runs_dir, name, "*", "result.json"))):

@@ -25,7 +25,7 @@ from xtune_keras.testing import tiny_vocab
 from xtune_keras.data.tables import load_examples
 from xtune_keras.data.datasets import prepare_dataset
 from xtune_keras.model.encoders import build_tokenizer
-from xtune_keras.recipes.finetune import encode_splits
+from xtune_keras.data.prepare import encode_splits
 
 MINILM_VOCAB = os.path.join("checkpoints", "all-MiniLM-L6-v2", "vocab.txt")
 

@@ -21,3 +21,39 @@ def tiny_albert(tmp_path_factory):
     paths = write_tiny_checkpoint(directory, model="albert", seed=1)
     paths["dir"] = directory
     return paths
+
+
+
+# Markers by module, declared in one place (see pytest.ini): `make test-fast` deselects slow ones.
+#   slow: trains several models, or more than ~20 s in all;
+#   subprocess: starts `python -m xtune_keras.cli ...` or a fresh interpreter;
+#   assets: reads the real weights or data of installed registry packages (make install).
+MODULE_MARKS = {
+    "test_adversarial": ("slow",),
+    "test_backends": ("slow", "subprocess"),
+    "test_cli_errors": ("slow", "subprocess"),
+    "test_combine": ("slow", "subprocess"),
+    "test_compat": ("subprocess",),
+    "test_convert_e5": ("slow", "subprocess", "assets"),
+    "test_convert_hf": ("assets",),
+    "test_datasets": ("assets",),
+    "test_experiments": ("slow",),
+    "test_export": ("slow", "subprocess", "assets"),
+    "test_export_sentencepiece": ("assets",),
+    "test_generalize": ("slow", "subprocess"),
+    "test_heads": ("slow", "subprocess"),
+    "test_losses": ("subprocess",),
+    "test_optimizers": ("slow", "subprocess"),
+    "test_options": ("slow",),
+    "test_resume": ("slow", "subprocess"),
+    "test_roundtrip": ("slow", "subprocess"),
+    "test_strategy": ("slow", "subprocess"),
+    "test_sweep": ("slow", "subprocess"),
+    "test_train": ("subprocess",),
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for mark in MODULE_MARKS.get(item.module.__name__.rsplit(".", 1)[-1], ()):
+            item.add_marker(mark)

@@ -141,7 +141,8 @@ def test_missing_ray_says_how_to_install(tiny_ckpt, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     path = write_ablation(tmp_path, tiny_ckpt, VARIANTS, seeds=(0,))
-    with pytest.raises(XtuneError, match=r'--backend ray needs Ray, which is not installed: pip install "ray==2\.60\.\*"'):
+    needs_ray = r'--backend ray needs Ray, which is not installed: pip install "ray==2\.60\.\*"'
+    with pytest.raises(XtuneError, match=needs_ray):
         run_sweep(path, echo=False, backend="ray")
 
 

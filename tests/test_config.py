@@ -1,3 +1,4 @@
+import os
 import pytest
 import yaml
 
@@ -81,3 +82,37 @@ def test_micro_batches_refuse_a_strategy(tmp_path):
     with pytest.raises(XtuneError) as info:
         load_config(write(tmp_path, BASE), ["train.strategy=mirrored", "train.micro_batches=2"])
     assert "train.micro_batches" in str(info.value) and str(tmp_path) in str(info.value)
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("train.lr=0", "train.lr must be a number > 0 (got 0)"),
+    ("train.layer_decay=0", "train.layer_decay must be a number in (0, 1]"),
+    ("train.ema_momentum=1", "train.ema_momentum must be a number in [0, 1)"),
+    ("train.weight_decay=-1e-2", "train.weight_decay must be a number >= 0"),
+    ("encoder.dropout=1.0", "encoder.dropout must be a number in [0, 1)"),
+    ("train.patience=-1", "train.patience must be an integer >= 0"),
+    ("train.adversarial={method: pgd, steps: 0}", "train.adversarial.steps must be an integer >= 1"),
+    ("data.lowercase=1", "data.lowercase must be true or false"),
+])
+def test_values_out_of_their_declared_range_fail_at_load(tmp_path, override, fragment):
+    with pytest.raises(XtuneError) as info:
+        load_config(write(tmp_path, BASE), [override])
+    assert fragment in str(info.value) and str(tmp_path) in str(info.value)
+
+
+def test_every_declared_key_has_a_default_that_passes_its_own_check():
+    from xtune_keras.keys import KEYS
+    from xtune_keras.schema import check_value
+
+    for dotted, key in KEYS.items():
+        assert key.doc and key.kind in ("int", "number", "bool", "str", "path", "columns", "choice", "any"), dotted
+        assert key.hashed in ("always", "if_changed", "never"), dotted
+        check_value(dotted, key.default)
+
+
+def test_docs_config_table_is_generated_from_the_keys():
+    from xtune_keras.keys import config_markdown
+
+    path = os.path.join(os.path.dirname(__file__), "..", "docs", "config.md")
+    with open(path, encoding="utf-8") as f:
+        assert f.read() == config_markdown(), "regenerate: python -m xtune_keras.keys > docs/config.md"

@@ -52,7 +52,7 @@ def test_every_ablation_variant_builds_on_tiny_checkpoint(path, tmp_path):
     tiny = ["data.train=%s" % paths["train"], "data.valid=%s" % paths["valid"],
             "encoder.dir=%s" % tiny_ckpt["dir"], "data.max_len=24", "train.batch_size=8",
             "output.runs_dir=%s" % (tmp_path / "runs"), "output.h5=%s" % (tmp_path / "m.h5")]
-    for name, seed, overrides, config in planned_runs(ablation, tiny):
+    for name, _seed, _overrides, config in planned_runs(ablation, tiny):
         built = build_for_training(config)
         assert built.name in ("xtune_classifier", "adversarial_trainer"), name
 
@@ -96,5 +96,5 @@ def test_every_generalization_cell_builds_on_tiny_checkpoint(path, tiny_ckpt, tm
             "train.batch_size=8", "output.runs_dir=%s" % (tmp_path / "runs"), "output.h5=%s" % (tmp_path / "m.h5")]
     runs = planned_runs(plan, tiny)
     assert [config["encoder"]["freeze"] for *_, config in runs] == [True, True, False, False]
-    for name, seed, overrides, config in runs:
+    for name, _seed, _overrides, config in runs:
         assert build_for_training(config).name == "xtune_classifier", name

@@ -19,8 +19,9 @@ from tests.helpers import write_csv, write_experiment, write_multilabel_csvs
 from xtune_keras.schema import load_config
 from xtune_keras.data.tables import LabelVocab, load_examples
 from xtune_keras.errors import XtuneError
-from xtune_keras.export.savedmodel import (GraphTokenizer, encode_pairs, export_model, prepare_texts, re2_pattern,
-                                graph_clean_patterns, read_export_meta)
+from xtune_keras.export.graph_text import GraphTokenizer, encode_pairs
+from xtune_keras.export.patterns import graph_clean_patterns, prepare_texts, re2_pattern
+from xtune_keras.export.savedmodel import export_model, read_export_meta
 from xtune_keras.inference import evaluate_file
 from xtune_keras.train.metrics import ACTIVATIONS, decide
 from xtune_keras.model.modelfile import load_model_file

@@ -144,7 +144,7 @@ def test_single_label_with_smoothing(tiny_ckpt, tmp_path):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("train.optimizer=sgd", "train.optimizer: unknown choice 'sgd'; valid: adam, adamw"),
+    ("train.optimizer=sgd", "train.optimizer: unknown optimizer 'sgd'; valid: adam, adamw"),
     ("train.adversarial={method: vat}", "train.adversarial.method: unknown choice 'vat'; valid: fgm, pgd"),
     ("train.adversarial={method: fgm, eps: 1}", "unknown key 'train.adversarial.eps'; valid keys: method"),
     ("encoder.pool_mode=sum", "encoder.pool_mode: unknown choice 'sum'; valid: concat, mean, max"),

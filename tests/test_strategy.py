@@ -15,7 +15,7 @@ import yaml
 from tests.helpers import write_experiment, write_multilabel_csvs
 from xtune_keras.schema import load_config
 from xtune_keras.errors import XtuneError
-from xtune_keras.recipes.finetune import run_dir_of
+from xtune_keras.rundir import RunDir
 
 CHILD = r'''
 import json
@@ -95,7 +95,7 @@ def child(tiny_ckpt, tmp_path_factory):
     assert done.returncode == 0, done.stderr[-3000:]
     runs = {}
     for name, (_, text) in zip(RUNS, _split_runs(done.stdout)):
-        run_dir = run_dir_of(load_config(yaml_path, overrides[name]))
+        run_dir = RunDir.of(load_config(yaml_path, overrides[name])).path
         with open(os.path.join(run_dir, "metrics.jsonl"), encoding="utf-8") as f:
             runs[name] = {"stdout": text, "epoch1": json.loads(f.readline())}
     rdrop = [line for line in done.stdout.splitlines() if line.startswith("RDROP ")]

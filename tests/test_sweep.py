@@ -7,7 +7,7 @@ import yaml
 
 from tests.helpers import write_experiment, write_multilabel_csvs
 from xtune_keras.errors import XtuneError
-from xtune_keras.experiments.report import collect_results, mean_and_variance, student_t_two_sided_p, welch_t_test
+from xtune_keras.experiments.report import collect_results, confidence_interval, mean_and_variance, welch_t_test
 from xtune_keras.experiments.sweep import load_ablation, run_sweep
 
 
@@ -75,11 +75,12 @@ def test_rerun_skips_finished_runs_and_resumes_missing_ones(sweep):
     assert rows == sweep["rows"]  # same seed, same metrics: the table is unchanged
 
 
-def test_t_distribution_matches_printed_critical_values():
-    # two-sided 5% and 1% critical values from any Student's t table
-    for t, df, p in ((12.706, 1, 0.05), (2.571, 5, 0.05), (2.228, 10, 0.05), (2.042, 30, 0.05),
-                     (63.657, 1, 0.01), (3.169, 10, 0.01)):
-        assert student_t_two_sided_p(t, df) == pytest.approx(p, abs=2e-4)
+def test_welch_p_matches_printed_critical_values():
+    # two samples whose Welch t lands on a two-sided 5% critical value from any Student's t table:
+    # n=2 each with variance 2 gives a standard error of sqrt(2) and df=2; t_crit(0.975, 2) = 4.303
+    shift = 4.303 * 2 ** 0.5
+    t, df, p = welch_t_test([shift + 1, shift - 1], [1.0, -1.0])
+    assert df == pytest.approx(2.0) and t == pytest.approx(4.303, abs=1e-6) and p == pytest.approx(0.05, abs=2e-4)
 
 
 def test_welch_statistic_and_degrees_of_freedom():
@@ -88,14 +89,26 @@ def test_welch_statistic_and_degrees_of_freedom():
     va, vb = 5.0 / 3.0 / 4, 10.0 / 5  # sample variances over sizes: 1.6667/4 and 10/5
     assert t == pytest.approx((2.5 - 6.0) / (va + vb) ** 0.5)
     assert df == pytest.approx((va + vb) ** 2 / (va ** 2 / 3 + vb ** 2 / 4))
-    assert p == pytest.approx(student_t_two_sided_p(t, df))
+    assert 0.05 < p < 0.10  # |t| = 2.25 lies between the 10% (2.015) and 5% (2.571) critical values at df 5
     assert welch_t_test([1.0], b) is None
+
+
+def test_confidence_interval_of_the_mean_uses_student_t():
+    low, high = confidence_interval([1.0, 2.0, 3.0, 4.0])  # mean 2.5, sem 0.6455, t(0.975, 3) = 3.182
+    assert low == pytest.approx(2.5 - 3.182 * 0.6455, abs=1e-3)
+    assert high == pytest.approx(2.5 + 3.182 * 0.6455, abs=1e-3)
+    assert confidence_interval([0.9]) is None and confidence_interval([0.9, 0.9]) == (0.9, 0.9)
 
 
 @pytest.mark.parametrize("variants, message", [
     ([{"name": "a"}, {"name": "a"}], "variant names must be unique"),
     ([{"name": "a", "overides": {}}], "unknown key 'overides'; valid keys: name, part, overrides"),
     ([{"name": "a", "overrides": {"train.lrr": 1}}], "unknown key 'train.lrr'"),
+    # A value out of its declared range in the LAST row stops the sweep before row 0 runs.
+    (VARIANTS + [{"name": "row3_bad", "overrides": {"train.layer_decay": 1.5}}],
+     r"ablation.yaml: variants\[3\] 'row3_bad': train.layer_decay must be a number in \(0, 1\] \(got 1.5\)"),
+    (VARIANTS + [{"name": "row3_bad", "overrides": {"data.head_ratio": -0.1}}],
+     r"variants\[3\] 'row3_bad': data.head_ratio must be a number in \[0, 1\]"),
 ])
 def test_bad_ablation_fails_before_any_run(tiny_ckpt, tmp_path, variants, message):
     path = write_ablation(tmp_path, tiny_ckpt, variants)

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from tests.helpers import write_experiment, write_multilabel_csvs
-from xtune_keras.recipes import finetune as runner
+from xtune_keras.data import prepare as runner
 from xtune_keras.data import token_cache as tc
 from xtune_keras.schema import config_hash, load_config
 from xtune_keras.data.tables import Examples
 from xtune_keras.errors import XtuneError
-from xtune_keras.recipes.finetune import prepare_data
+from xtune_keras.data.prepare import prepare_data
 
 
 @pytest.fixture
@@ -187,8 +187,8 @@ def test_config_hash_ignores_cache_keys(exp):
 
 @pytest.mark.parametrize("override, fragment", [
     ("data.cache=maybe", "data.cache must be true or false"),
-    ("data.cache_dir=3", "data.cache_dir must be a folder path or null"),
-    ("data.cache_dir=''", "data.cache_dir must be a folder path or null"),
+    ("data.cache_dir=3", "data.cache_dir must be a path or null"),
+    ("data.cache_dir=''", "data.cache_dir must be a path or null"),
 ])
 def test_bad_cache_keys_are_named(exp, override, fragment):
     with pytest.raises(XtuneError) as info:

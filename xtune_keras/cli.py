@@ -11,20 +11,26 @@ def cmd_train(args):
     from xtune_keras.recipes.finetune import run_experiment
 
     config = load_config(args.experiment, args.overrides)
-    result = run_experiment(config, force=args.force)
+    result = run_experiment(config, force=args.force, echo=not args.quiet)
     print(json.dumps(result, indent=2, ensure_ascii=False))
+
+
+def progress(args):
+    from xtune_keras.recipes.base import progress_verbosity
+
+    return progress_verbosity(not args.quiet)
 
 
 def cmd_evaluate(args):
     from xtune_keras.inference import evaluate_file
 
-    print(json.dumps(evaluate_file(args.model, args.data, args.threshold), indent=2))
+    print(json.dumps(evaluate_file(args.model, args.data, args.threshold, progress(args)), indent=2))
 
 
 def cmd_predict(args):
     from xtune_keras.inference import predict_file
 
-    count = predict_file(args.model, args.data, args.output, args.threshold)
+    count = predict_file(args.model, args.data, args.output, args.threshold, progress(args))
     print("wrote %d predictions to %s" % (count, args.output))
 
 
@@ -128,7 +134,7 @@ def cmd_prepare_data(args):
 def cmd_demo(args):
     from xtune_keras.experiments.demo import run_demo
 
-    run_demo(args.overrides, force=args.force)
+    run_demo(args.overrides, force=args.force, echo=not args.quiet)
 
 
 def add_sweep_arguments(parser, file_argument):
@@ -140,7 +146,7 @@ def add_sweep_arguments(parser, file_argument):
 
 
 def add_backend_arguments(parser):
-    parser.add_argument("--backend", default="local", choices=["local", "ray"],
+    parser.add_argument("--backend", default="local",
                         help="local: one process per run, one after another; ray: one Ray task per run")
     parser.add_argument("--address", default=None,
                         help="with --backend ray: an existing cluster (host:6379, ray://host:10001 or "
@@ -152,6 +158,12 @@ def add_backend_arguments(parser):
                         help="with --backend ray: GPUs each run asks for (default 0; fractions share one)")
 
 
+def add_quiet_argument(parser):
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress bars and no per-epoch lines (default: a progress bar per batch on a "
+                             "terminal, one line per epoch otherwise)")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="xtune", description="BERT fine-tuning experiments from YAML.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -159,13 +171,17 @@ def build_parser():
     p = sub.add_parser("train", help="train one experiment: xtune train EXP.yaml [key=value ...]")
     p.add_argument("experiment")
     p.add_argument("overrides", nargs="*", help="e.g. train.lr=2e-5 data.max_len=64")
-    p.add_argument("--force", action="store_true", help="train again even if this run finished")
+    p.add_argument("--force", action="store_true",
+                   help="train again from epoch 1 even if this run finished (or was interrupted: "
+                        "without --force it resumes at its last finished epoch)")
+    add_quiet_argument(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="metrics of MODEL.h5 (or an exported folder) on a labelled table")
     p.add_argument("model")
     p.add_argument("data")
     p.add_argument("--threshold", type=float, default=None)
+    add_quiet_argument(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="labels and probabilities of MODEL.h5 (or an exported folder) on a table")
@@ -173,6 +189,7 @@ def build_parser():
     p.add_argument("data")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--threshold", type=float, default=None)
+    add_quiet_argument(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="MODEL.h5 as a SavedModel taking raw text: xtune export MODEL.h5 DIR")
@@ -236,6 +253,7 @@ def build_parser():
     p = sub.add_parser("demo", help="the baseline on real data: MiniLM + a Reuters R8 subset")
     p.add_argument("overrides", nargs="*", help="e.g. train.epochs=1")
     p.add_argument("--force", action="store_true")
+    add_quiet_argument(p)
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -23,17 +23,17 @@ def read_examples(meta, data_path, with_labels):
     )
 
 
-def predict_probs(model, meta, token_dict, examples):
+def predict_probs(model, meta, token_dict, examples, verbose=0):
     """Per-label probabilities, tokenized with the vocab and truncation rule stored in the .h5."""
     tokenizer = tokenizer_from_vocab(token_dict, do_lower_case=meta["lowercase"])
     ids, segs = encode_examples(tokenizer, examples, meta["max_len"], meta["truncation"],
                                 meta["head_ratio"], meta.get("truncation2"))  # absent in older files
     batches = PaddedBatches(ids, segs, None, PREDICT_BATCH, by_length=True)
-    logits = batches.in_input_order(model.predict(batches, verbose=0))
+    logits = batches.in_input_order(model.predict(batches, verbose=verbose))
     return ACTIVATIONS[meta["activation"]](np.asarray(logits, dtype=np.float64))
 
 
-def open_model(model_path):
+def open_model(model_path, verbose=0):
     """``(meta, probabilities_of(examples, data_path))`` of an .h5 file or an exported folder.
 
     A SavedModel folder is fed the raw text through ``serving_default`` (its in-graph tokenizer);
@@ -44,12 +44,13 @@ def open_model(model_path):
 
         return open_saved_model(model_path, batch_size=PREDICT_BATCH)
     model, meta, vocab = load_model_file(model_path)
-    return meta, lambda examples, data_path: predict_probs(model, meta, vocab, examples)
+    return meta, lambda examples, data_path: predict_probs(model, meta, vocab, examples, verbose)
 
 
-def evaluate_file(model_path, data_path, threshold=None):
-    """Metrics of a model on a labelled table; unknown labels are an error naming the row."""
-    meta, probabilities_of = open_model(model_path)
+def evaluate_file(model_path, data_path, threshold=None, verbose=0):
+    """Metrics of a model on a labelled table; unknown labels are an error naming the row.
+    ``verbose=1``: Keras's progress bar while predicting."""
+    meta, probabilities_of = open_model(model_path, verbose)
     examples = read_examples(meta, data_path, with_labels=True)
     y_true = LabelVocab(meta["labels"]).encode(examples)
     probs = probabilities_of(examples, data_path)
@@ -58,9 +59,9 @@ def evaluate_file(model_path, data_path, threshold=None):
                 examples=len(examples))
 
 
-def predict_file(model_path, data_path, out_path, threshold=None):
+def predict_file(model_path, data_path, out_path, threshold=None, verbose=0):
     """Write ``row, labels, prob_<label>...`` to ``out_path`` (atomically); returns the row count."""
-    meta, probabilities_of = open_model(model_path)
+    meta, probabilities_of = open_model(model_path, verbose)
     examples = read_examples(meta, data_path, with_labels=False)
     probs = probabilities_of(examples, data_path)
     threshold = meta["threshold"] if threshold is None else threshold

@@ -210,7 +210,8 @@ def token_table(tokens, args):
     micro = " | ".join("micro-batches %s" % k for k in MICRO_BATCHES)
     lines = ["### Padded tokens of one training epoch (%s, batch %d)" % (args.data, args.batch_size), "",
              "| max_len | real tokens | random batches | grouped by length (pools of 50) | whole epoch sorted "
-             "| random / grouped | %s |" % micro, "| ---: | ---: | ---: | ---: | ---: | ---: |%s" % (" ---: |" * len(MICRO_BATCHES))]
+             "| random / grouped | %s |" % micro,
+             "| ---: | ---: | ---: | ---: | ---: | ---: |%s" % (" ---: |" * len(MICRO_BATCHES))]
     for max_len, c in tokens.items():
         split = " | ".join("%.0f (%.2fx)" % (c["micro_batches"][str(k)], c["random"] / c["micro_batches"][str(k)])
                            for k in MICRO_BATCHES)

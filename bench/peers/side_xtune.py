@@ -1,14 +1,14 @@
 """Peer benchmark, xtune side: ``xtune train experiments/demo_reuters_r8_minilm.yaml <overrides>``.
 
-Runs the real CLI entry point (``xtune_keras.cli.main(["train", ...])``) in this process, with
-three observers patched in and nothing else changed:
+Runs what ``xtune train`` runs (``FineTuneRecipe(config).run(force=True)``) in this process, with
+one hook (the recipes' public observation API, see ``recipes/base.py``) and nothing else changed:
 
-* a timing callback put first in the runner's callback list (so its epoch-end hook runs before
+* ``callbacks``: a timing callback first in the callback list (its epoch-end hook runs before
   xtune's validation pass, checkpoint and logger: only training is timed, see common.StepClock);
-* ``PaddedBatches.__getitem__`` of the training batches records each batch's padded shape;
-* ``runner.encode_splits`` / ``runner._logits``: the token ids (digest) and the test logits, which
-  the runner computes on the final weights (``train.restore_best=false``) and scores itself but
-  does not write out; they become predictions.csv for the common scorer.
+* ``after_setup_data``: the token ids' digests, and the training batches wrapped in a recorder of
+  each batch's padded shape;
+* ``after_evaluate``: the test logits, which the recipe computes on the final weights
+  (``train.restore_best=false``) and scores itself; they become predictions.csv for the scorer.
 
 The overrides that make the run identical to the two peers are in ``OVERRIDES`` below.
 """
@@ -63,67 +63,58 @@ def main(argv=None):
     args.encoder = args.encoder or os.path.join("checkpoints", "all-MiniLM-L6-v2")
     os.makedirs(args.out, exist_ok=True)
 
+    from xtune_keras import __version__ as xtune_version
     from xtune_keras import compat  # noqa: F401  (first: TensorFlow with the bert4keras repairs)
     import numpy as np
     import tensorflow as tf
     from bert4keras.backend import keras
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    from xtune_keras import cli, runner
-    from xtune_keras.data.batches import PaddedBatches
-
-    clock, shapes, seen = common.StepClock(), common.ShapeLog(), {}
-
-    Timer = common.keras_timer(keras, clock)
-
-    original_fit = runner.fit_in_phases
-
-    def fit_in_phases(model, train_batches, callbacks, *rest, **kw):
-        seen["train_batches"] = len(train_batches)
-        return original_fit(model, train_batches, [Timer()] + list(callbacks), *rest, **kw)
-
-    original_getitem = PaddedBatches.__getitem__
-
-    def getitem(self, index):
-        batch = original_getitem(self, index)
-        if self.shuffle:  # only the training batches are built with shuffle=True
-            parts = batch[0] if isinstance(batch[0], tuple) else (batch[0],)  # train.micro_batches
-            shapes.add_parts([part["Input-Token"].shape for part in parts if len(part["Input-Token"])])
-        return batch
-
-    original_encode = runner.encode_splits
-
-    def encode_splits(*a, **kw):
-        encoded = original_encode(*a, **kw)
-        seen["digests"] = {name: common.ids_digest(ids) for name, (ids, _) in encoded.items()}
-        seen["sizes"] = {name: len(ids) for name, (ids, _) in encoded.items()}
-        return encoded
-
-    original_logits = runner._logits
-
-    def logits(classifier, batches):
-        out = original_logits(classifier, batches)
-        seen["last_logits"] = np.asarray(out)  # the runner's last call is the test split
-        return out
-
-    runner.fit_in_phases, runner.encode_splits, runner._logits = fit_in_phases, encode_splits, logits
-    PaddedBatches.__getitem__ = getitem
-
-    argv_train = ["train", EXPERIMENT] + overrides(args) + ["--force"]
-    code = cli.main(argv_train)
-    if code:
-        raise SystemExit(code)
-
+    from xtune_keras.recipes.finetune import FineTuneRecipe
     from xtune_keras.schema import load_config
 
+    clock, shapes, seen = common.StepClock(), common.ShapeLog(), {}
+    Timer = common.keras_timer(keras, clock)
+
+    class ShapeRecorder(keras.utils.Sequence):
+        """The training batches, unchanged, with each batch's padded shape recorded."""
+
+        def __init__(self, batches):
+            super().__init__()
+            self.batches = batches
+
+        def __len__(self):
+            return len(self.batches)
+
+        def __getitem__(self, index):
+            batch = self.batches[index]
+            parts = batch[0] if isinstance(batch[0], tuple) else (batch[0],)  # train.micro_batches
+            shapes.add_parts([part["Input-Token"].shape for part in parts if len(part["Input-Token"])])
+            return batch
+
+        def on_epoch_end(self):
+            self.batches.on_epoch_end()
+
+    class Observer:
+        def callbacks(self, recipe):
+            return [Timer()]
+
+        def after_setup_data(self, recipe):
+            encoded = recipe.prepared["encoded"]
+            seen["digests"] = {name: common.ids_digest(ids) for name, (ids, _) in encoded.items()}
+            seen["sizes"] = {name: len(ids) for name, (ids, _) in encoded.items()}
+            recipe.batches["train"] = ShapeRecorder(recipe.batches["train"])
+
+        def after_evaluate(self, recipe):
+            seen["last_logits"] = np.asarray(recipe.logits["test"])
+
     config = load_config(EXPERIMENT, overrides(args))
-    run_dir = runner.run_dir_of(config)
-    with open(os.path.join(run_dir, "result.json"), encoding="utf-8") as f:
-        result = json.load(f)
+    argv_train = ["train", EXPERIMENT] + overrides(args) + ["--force"]
+    result = FineTuneRecipe(config, hooks=[Observer()]).run(force=True)
+    run_dir = result["run_dir"]
     with open(os.path.join(run_dir, "labels.json"), encoding="utf-8") as f:
         names = json.load(f)["labels"]
     test_logits = seen["last_logits"]
-    assert len(test_logits) == seen["sizes"]["test"], "the last logits are not the test split's"
     common.write_predictions(os.path.join(args.out, "predictions.csv"), names, test_logits.argmax(-1))
 
     timing = clock.summary(seen["sizes"]["train"], args.batch_size)
@@ -138,7 +129,7 @@ def main(argv=None):
         "labels": names,
         "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
                     "inter_op": tf.config.threading.get_inter_op_parallelism_threads() or "TF default (0)"},
-        "versions": {"tensorflow": tf.__version__, "xtune_keras": xtune_keras.__version__},
+        "versions": {"tensorflow": tf.__version__, "xtune_keras": xtune_version},
         "deterministic_ops": config["train"]["deterministic"],
         "own_test_metrics": result.get("test"),
         "valid_per_epoch": _valid_log(os.path.join(run_dir, "metrics.jsonl")),

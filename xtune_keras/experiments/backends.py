@@ -150,7 +150,7 @@ def separate_h5_paths(runs, cwd):
     writes ``<stem>-seed<k>.h5`` instead (``<stem>-<variant>-seed<k>.h5`` when variants share
     an ``output.h5``). Decided over all the planned runs, finished or not, so that a resumed sweep
     names its files alike. ``output`` is outside the config hash: the run folders do not change."""
-    from xtune_keras.recipes.finetune import h5_path_of
+    from xtune_keras.schema import h5_path as h5_path_of
 
     groups = {}
     for index, (name, seed, _, config) in enumerate(runs, 1):

@@ -39,7 +39,7 @@ def ensure_data(sizes):
         print("wrote a Reuters R8 subset (train/valid/test %s) to %s" % (sizes, DATA_DIR), flush=True)
 
 
-def run_demo(overrides=(), sizes=(2000, 400, 800), force=False):
+def run_demo(overrides=(), sizes=(2000, 400, 800), force=False, echo=True):
     from xtune_keras.schema import load_config
     from xtune_keras.recipes.finetune import run_experiment
 
@@ -48,7 +48,7 @@ def run_demo(overrides=(), sizes=(2000, 400, 800), force=False):
     ensure_encoder()
     ensure_data(sizes)
     config = load_config(EXPERIMENT, overrides)
-    result = run_experiment(config, force=force)
+    result = run_experiment(config, force=force, echo=echo)
     print(json.dumps({k: result[k] for k in ("h5", "best_epoch", "best", "test", "seconds") if k in result},
                      indent=2))
     return result

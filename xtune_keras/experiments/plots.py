@@ -4,9 +4,10 @@ matplotlib is imported inside the functions, so ``import xtune_keras`` does not 
 figures are drawn on a bare ``Figure`` (which renders PNG with Agg), not through pyplot: no
 global backend is switched and no window can open on a machine without a display.
 """
-import json
 import math
 import os
+
+from xtune_keras.rundir import RunDir
 
 BASELINE_COLOUR = "#d62728"  # red: row 0, the row every t-test compares with
 VARIANT_COLOUR = "#1f77b4"  # blue: every other row
@@ -91,13 +92,8 @@ def epoch_curves(groups, path, metrics=("val_acc", "val_loss")):
 
 
 def read_epochs(run_dir):
-    """The rows of a run's ``metrics.jsonl``; ``[]`` when the file is missing (e.g. a run folder
-    moved since, or a run killed before its first epoch)."""
-    path = os.path.join(run_dir, "metrics.jsonl")
-    if not os.path.isfile(path):
-        return []
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """The rows of a run's ``metrics.jsonl`` (``[]`` if none; see ``RunDir.epochs``)."""
+    return RunDir(run_dir).epochs()
 
 
 def present_metrics(histories, metrics):

@@ -3,29 +3,25 @@
 The write-up's TEST STANDARD: train 5 epochs, report the mean and the variance of the validation
 accuracy over repeated runs. Here each run contributes its best epoch's ``val_acc`` (the epoch
 its ``.h5`` holds), and micro/macro F1 beside it. Rows are compared with the baseline row by
-Welch's t-test (unequal variances), two-sided.
+Welch's t-test (unequal variances), two-sided, and each row's mean gets its 95% Student t interval
+(both from scipy.stats).
 """
 import csv
-import glob
-import json
 import math
 import os
+import warnings
+
+import numpy as np
 
 from xtune_keras.errors import XtuneError
+from xtune_keras.rundir import RunDir
 
 METRICS = ("val_acc", "val_micro_f1", "val_macro_f1")
 
 
 def collect_results(runs_dir):
     """Every finished run (a ``result.json``) below ``runs_dir``."""
-    results = []
-    for path in sorted(glob.glob(os.path.join(runs_dir, "*", "*", "result.json"))):
-        with open(path, encoding="utf-8") as f:
-            result = json.load(f)
-        # where it lies now: the folder may have moved, or `xtune report` runs from elsewhere
-        result["run_dir"] = os.path.dirname(path)
-        results.append(result)
-    return results
+    return [run.result() for run in RunDir.finished_under(runs_dir)]
 
 
 def group_by_variant(results, order=None):
@@ -39,57 +35,38 @@ def group_by_variant(results, order=None):
 
 def mean_and_variance(values):
     """Mean and sample variance (ddof=1; 0 for a single run)."""
-    n = len(values)
-    mean = sum(values) / n
-    variance = sum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else 0.0
-    return mean, variance
+    values = np.asarray(values, dtype=np.float64)
+    return float(values.mean()), float(values.var(ddof=1)) if len(values) > 1 else 0.0
+
+
+def confidence_interval(values, level=0.95):
+    """``(low, high)`` of Student's t interval for the mean of ``values``; None below two runs."""
+    from scipy import stats
+
+    if len(values) < 2:
+        return None
+    mean, variance = mean_and_variance(values)
+    if variance == 0.0:
+        return mean, mean
+    low, high = stats.t.interval(level, len(values) - 1, loc=mean, scale=math.sqrt(variance / len(values)))
+    return float(low), float(high)
 
 
 def welch_t_test(a, b):
-    """``(t, degrees of freedom, two-sided p)`` for the means of samples ``a`` and ``b``."""
+    """``(t, degrees of freedom, two-sided p)`` of Welch's test for the means of ``a`` and ``b``."""
+    from scipy import stats  # imported here: `xtune report` on a table with one seed needs no scipy
+
     if len(a) < 2 or len(b) < 2:
         return None
     (ma, va), (mb, vb) = mean_and_variance(a), mean_and_variance(b)
-    sa, sb = va / len(a), vb / len(b)
-    if sa + sb == 0:
+    if va + vb == 0:  # scipy answers nan; two constant samples are equal or certainly different
         return (0.0, float(len(a) + len(b) - 2), 1.0) if ma == mb else (math.inf, math.inf, 0.0)
-    t = (ma - mb) / math.sqrt(sa + sb)
-    df = (sa + sb) ** 2 / (sa ** 2 / (len(a) - 1) + sb ** 2 / (len(b) - 1))
-    return t, df, student_t_two_sided_p(t, df)
-
-
-def student_t_two_sided_p(t, df):
-    """P(|T| >= |t|) for Student's t with ``df`` degrees of freedom: I_{df/(df+t^2)}(df/2, 1/2)."""
-    return regularized_incomplete_beta(df / (df + t * t), df / 2.0, 0.5)
-
-
-def regularized_incomplete_beta(x, a, b):
-    """I_x(a, b) by its continued fraction (modified Lentz), as in Numerical Recipes sec. 6.4."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log(1 - x)
-    if x > (a + 1) / (a + b + 2):  # the fraction converges fast only below this point
-        return 1.0 - regularized_incomplete_beta(1.0 - x, b, a)
-    return math.exp(log_front) * _beta_fraction(x, a, b) / a
-
-
-def _beta_fraction(x, a, b, tiny=1e-300, steps=300):
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    value = d
-    for m in range(1, steps):
-        for numerator in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-                          -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
-            d = 1.0 + numerator * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + numerator / c
-            c = c if abs(c) > tiny else tiny
-            value *= c * d
-        if abs(c * d - 1.0) < 1e-15:
-            break
-    return value
+    with warnings.catch_warnings():
+        # Seeds that agree to the last digits make scipy warn of precision loss; the variance is
+        # then ~0 and the p-value extreme, which is the honest answer for such rows.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        test = stats.ttest_ind(a, b, equal_var=False)
+    return float(test.statistic), float(test.df), float(test.pvalue)
 
 
 def summarize(groups, baseline=None, metric="val_acc"):
@@ -105,13 +82,15 @@ def summarize(groups, baseline=None, metric="val_acc"):
             values = [r["best"][key] for r in runs if key in r.get("best", {})]
             if values:
                 row[key + "_mean"], row[key + "_var"] = mean_and_variance(values)
+                row[key + "_ci_low"], row[key + "_ci_high"] = confidence_interval(values) or (None, None)
         test = welch_t_test([r["best"][metric] for r in runs], reference) if name != baseline else None
         row["t"], row["p"] = (test[0], test[2]) if test else (None, None)
         rows.append(row)
     return rows
 
 
-COLUMNS = ["variant", "runs", "seeds"] + [k + s for k in METRICS for s in ("_mean", "_var")] + ["t", "p"]
+COLUMNS = (["variant", "runs", "seeds"] + [k + s for k in METRICS for s in ("_mean", "_var", "_ci_low", "_ci_high")]
+           + ["t", "p"])
 
 
 def write_tables(rows, out_dir, groups=None):
@@ -135,9 +114,10 @@ def write_tables(rows, out_dir, groups=None):
 
 
 def markdown_table(rows):
-    header = ["variant", "runs"] + METRIC_HEADER + ["t vs row 0", "p"]
+    header = ["variant", "runs"] + METRIC_HEADER + ["95% CI (val acc)", "t vs row 0", "p"]
     return format_markdown(header, [[row["variant"], str(row["runs"])] + metric_cells(row)
-                                    + [number_cell(row["t"], 3), number_cell(row["p"], 3)] for row in rows])
+                                    + [interval_cell(row.get("val_acc_ci_low"), row.get("val_acc_ci_high")),
+                                       number_cell(row["t"], 3), number_cell(row["p"], 3)] for row in rows])
 
 
 METRIC_HEADER = ["val acc (mean)", "V(val acc)", "micro-F1", "macro-F1"]
@@ -153,6 +133,10 @@ def format_markdown(header, body):
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     lines += ["| " + " | ".join(cells) + " |" for cells in body]
     return "\n".join(lines) + "\n"
+
+
+def interval_cell(low, high, digits=4):
+    return "" if low is None else "[%.*f, %.*f]" % (digits, low, digits, high)
 
 
 def number_cell(value, digits=4):

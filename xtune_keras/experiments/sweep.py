@@ -23,7 +23,8 @@ import yaml
 from xtune_keras.schema import load_config
 from xtune_keras.errors import XtuneError
 from xtune_keras.experiments.report import group_by_variant, summarize, write_tables
-from xtune_keras.recipes.finetune import finished_result, run_dir_of
+from xtune_keras.registry import Registry
+from xtune_keras.rundir import RunDir
 
 ABLATION_KEYS = ("base", "epochs", "seeds", "variants")
 VARIANT_KEYS = ("name", "part", "overrides")
@@ -73,19 +74,22 @@ def _variant(path, index, spec):
 
 
 def planned_runs(ablation, extra_overrides=()):
-    """``[(variant, seed, overrides, config), ...]``; every config is loaded and validated before
-    anything runs, so a typo in row 12 fails now, not after 11 rows."""
+    """``[(variant, seed, overrides, config), ...]``; the base and every row are loaded and
+    validated (types, ranges, rules) before anything runs, so a bad value in the last row fails
+    now, naming that row, not after the other rows have trained."""
+    names = [name for name, _ in ablation["variants"]]
+    if len(set(names)) != len(names):
+        raise XtuneError("%s: variant names must be unique" % ablation["path"])
+    load_config(ablation["base"], extra_overrides)
     runs = []
-    for name, overrides in ablation["variants"]:
+    for index, (name, overrides) in enumerate(ablation["variants"]):
+        where = "%s: variants[%d] %r" % (ablation["path"], index, name)
         for seed in ablation["seeds"]:
             full = list(overrides) + list(extra_overrides) + ["name=%s" % json.dumps(name), "seed=%d" % seed]
             if ablation["epochs"]:
                 full.append("train.epochs=%d" % ablation["epochs"])
-            runs.append((name, seed, full))
-    names = [name for name, _ in ablation["variants"]]
-    if len(set(names)) != len(names):
-        raise XtuneError("%s: variant names must be unique" % ablation["path"])
-    return [(name, seed, full, load_config(ablation["base"], full)) for name, seed, full in runs]
+            runs.append((name, seed, full, load_config(ablation["base"], full, where=where)))
+    return runs
 
 
 def run_sweep(path, seeds=None, extra_overrides=(), echo=True, backend="local", address=None, cpus=1,
@@ -97,26 +101,32 @@ def run_sweep(path, seeds=None, extra_overrides=(), echo=True, backend="local", 
     return report_ablation(ablation, runs)
 
 
-BACKENDS = ("local", "ray")
+BACKENDS = Registry("backend")
 
 
 def execute_runs(base, runs, backend="local", address=None, echo=True, cpus=1, gpus=0):
-    """Train the runs of ``planned_runs`` whose ``result.json`` is missing.
+    """Train the runs of ``planned_runs`` whose ``result.json`` is missing, on ``backend``."""
+    execute = BACKENDS.get(backend, "--backend")
+    todo = [(i, run) for i, run in enumerate(runs, 1) if not RunDir.of(run[3]).finished()]
+    execute(base, runs, todo, address=address, echo=echo, cpus=cpus, gpus=gpus)
 
-    ``local``: one after another, each in its own process. ``ray``: each run a Ray task asking
-    for ``cpus`` CPUs and ``gpus`` GPUs (``address``: an existing cluster)."""
-    if backend not in BACKENDS:
-        raise XtuneError("unknown backend '%s'; valid backends: %s" % (backend, ", ".join(BACKENDS)))
-    todo = [(i, run) for i, run in enumerate(runs, 1) if finished_result(run_dir_of(run[3])) is None]
-    if backend == "ray":
-        from xtune_keras.experiments.backends import run_on_ray  # Ray is imported only when asked for
 
-        run_on_ray(base, runs, todo, address=address, echo=echo, cpus=cpus, gpus=gpus)
-        return
+@BACKENDS.register("local")
+def run_locally(base, runs, todo, address=None, echo=True, cpus=1, gpus=0):
+    """One run after another, each in its own process (memory is returned between runs)."""
     for i, (name, seed, overrides, _) in todo:
         if echo:
             print("[%d/%d] %s seed %d" % (i, len(runs), name, seed), flush=True)
         train_in_subprocess(base, overrides, name, seed)
+
+
+@BACKENDS.register("ray")
+def run_on_ray(base, runs, todo, address=None, echo=True, cpus=1, gpus=0):
+    """Each run a Ray task asking for ``cpus`` CPUs and ``gpus`` GPUs (``address``: an existing
+    cluster); Ray is imported only when asked for."""
+    from xtune_keras.experiments import backends
+
+    backends.run_on_ray(base, runs, todo, address=address, echo=echo, cpus=cpus, gpus=gpus)
 
 
 def train_in_subprocess(base, overrides, name, seed):
@@ -129,7 +139,7 @@ def train_in_subprocess(base, overrides, name, seed):
 
 def report_ablation(ablation, runs):
     """Rows of this ablation's runs only (by config hash), row 0 first; tables next to the runs."""
-    results = [r for r in (finished_result(run_dir_of(config)) for *_, config in runs) if r is not None]
+    results = [r for r in (RunDir.of(config).result() for *_, config in runs) if r is not None]
     order = [name for name, _ in ablation["variants"]]
     groups = group_by_variant(results, order)
     rows = summarize(groups, baseline=order[0])

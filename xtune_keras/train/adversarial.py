@@ -24,6 +24,8 @@ import tensorflow as tf
 from bert4keras.backend import keras
 
 from xtune_keras.errors import XtuneError
+from xtune_keras.keys import ADVERSARIAL
+from xtune_keras.schema import check_value
 from xtune_keras.registry import Registry
 
 ACTIVATIONS = ("sigmoid", "softmax")
@@ -75,17 +77,13 @@ def normalize_method(method):
 
 
 def check_options(method, epsilon, alpha, steps, rdrop_alpha, activation):
-    """One-line XtuneErrors naming the YAML key of a bad value."""
+    """The declared ranges of ``train.adversarial.*`` and ``train.rdrop_alpha`` (keys.py), for
+    callers that build a trainer without a YAML file."""
     if method is not None:
         METHODS.get(method, "train.adversarial.method")
-    numbers = (("train.adversarial.epsilon", epsilon), ("train.adversarial.alpha", alpha))
-    for key, value in numbers:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise XtuneError("%s must be a number > 0 (got %r)" % (key, value))
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise XtuneError("train.adversarial.steps must be an integer >= 1 (got %r)" % (steps,))
-    if isinstance(rdrop_alpha, bool) or not isinstance(rdrop_alpha, (int, float)) or not rdrop_alpha >= 0:
-        raise XtuneError("train.rdrop_alpha must be a number >= 0 (got %r)" % (rdrop_alpha,))
+    for name, value in (("epsilon", epsilon), ("alpha", alpha), ("steps", steps)):
+        check_value("train.adversarial." + name, value, key=ADVERSARIAL[name])
+    check_value("train.rdrop_alpha", rdrop_alpha)
     if activation not in ACTIVATIONS:
         raise XtuneError("model.loss: activation %r is not one of %s" % (activation, ", ".join(ACTIVATIONS)))
 
@@ -262,7 +260,7 @@ class AdversarialTrainer(keras.Model):
         logits = [self(x, training=False) for x, _, _ in parts]
         shares = part_shares(parts)
         losses = [self.task_loss(y, part_logits, sw) for (_, y, sw), part_logits in zip(parts, logits)]
-        loss = losses[0] if shares[0] is None else tf.add_n([l * s for l, s in zip(losses, shares)])
+        loss = losses[0] if shares[0] is None else tf.add_n([part * s for part, s in zip(losses, shares)])
         return self.update_metrics(parts, logits, {"loss": loss})
 
     LOSS_LOGS = ("loss", "adv_loss", "task_loss")  # divided by the replicas under a strategy

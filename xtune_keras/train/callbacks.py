@@ -15,6 +15,7 @@ from xtune_keras.train.adversarial import saveable_model
 from xtune_keras.model.losses import loss_type
 from xtune_keras.train.metrics import ACTIVATIONS, classification_metrics
 from xtune_keras.model.modelfile import save_model_file
+from xtune_keras.schema import hparam_keys
 
 MODES = {"val_loss": "min"}  # every other monitored metric is "higher is better"
 
@@ -108,14 +109,6 @@ def tensorboard(log_dir):
 
 
 # Config keys shown as hyperparameters, besides the derived ones of ``run_hparams``.
-HPARAM_KEYS = (
-    "train.optimizer", "train.lr", "train.encoder_lr_ratio", "train.layer_decay", "train.batch_size",
-    "train.epochs", "train.warmup_steps", "train.lr_decay", "train.weight_decay", "train.grad_accum_steps",
-    "train.ema_momentum", "train.rdrop_alpha", "train.monitor",
-    "data.max_len", "data.truncation", "data.truncation2", "data.head_ratio",
-    "encoder.model", "encoder.output_layer", "encoder.pool_layers", "encoder.pool_mode", "encoder.freeze",
-    "encoder.freeze_pattern", "encoder.unfreeze_epoch", "encoder.dropout", "encoder.attention_dropout",
-)
 
 
 def run_hparams(config):
@@ -126,7 +119,7 @@ def run_hparams(config):
               "model.loss": loss_type(config["model"]["loss"]),
               "model.threshold": str(config["model"]["threshold"]),  # a number or "tuned": one type
               "train.adversarial": (config["train"]["adversarial"] or {}).get("method", "none")}
-    for key in HPARAM_KEYS:
+    for key in hparam_keys():
         section, name = key.split(".")
         values[key] = config[section][name]
     return {k: v for k, v in sorted(values.items()) if v is not None}

@@ -27,8 +27,6 @@ def build_strategy(name, devices=None, batch_size=None, echo=True):
     there is no GPU (TensorFlow shows one CPU unless it was split into logical devices)."""
     if name is None:
         return tf.distribute.get_strategy()
-    if name != "mirrored":
-        raise XtuneError("train.strategy: unknown choice %r; valid: null, mirrored" % (name,))
     available = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
     chosen = [d.name for d in available] if devices is None else [_find_device(d) for d in devices]
     for name in chosen:
