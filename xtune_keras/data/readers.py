@@ -4,6 +4,7 @@ import codecs
 import csv
 import io
 import json
+import math
 import os
 
 import pandas as pd

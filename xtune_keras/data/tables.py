@@ -4,7 +4,6 @@ Every problem with a user's file becomes an :class:`XtuneError` whose one-line m
 file and the data row (and, for text files, the line), so a typo in row 12,000 can be found.
 """
 import json
-import math
 import numbers
 import os
 import re

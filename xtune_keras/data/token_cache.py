@@ -104,7 +104,7 @@ def save_ids(path, key, token_ids, segment_ids):
             if os.path.exists(tmp):
                 os.remove(tmp)
     except OSError as exc:  # a read-only or full disk costs the cache, not the run
-        warnings.warn("token cache not written to %s (%s)" % (path, exc))
+        warnings.warn("token cache not written to %s (%s)" % (path, exc), stacklevel=2)
 
 
 def _flatten(rows, offsets):

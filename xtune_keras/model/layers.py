@@ -13,8 +13,31 @@ def register(cls):
     return keras.utils.register_keras_serializable(package="xtune")(cls)
 
 
+class UnmaskedLayer(keras.layers.Layer):
+    """Base of our layers: their outputs carry no Keras mask (bert4keras's encoder propagates
+    one, and a vector or a pooled sequence must not inherit the token mask)."""
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+
+class ModeLayer(UnmaskedLayer):
+    """Base of a layer with one ``mode`` option out of ``MODES``, checked and saved in its config."""
+
+    MODES = ()
+
+    def __init__(self, mode, **kwargs):
+        super().__init__(**kwargs)
+        if mode not in self.MODES:
+            raise ValueError("%s mode must be one of %s, got %r" % (type(self).__name__, self.MODES, mode))
+        self.mode = mode
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
+
+
 @register
-class TokenSlice(keras.layers.Layer):
+class TokenSlice(UnmaskedLayer):
     """The vector of one token position of a sequence, e.g. index 0 for [CLS]."""
 
     def __init__(self, index=0, **kwargs):
@@ -24,26 +47,20 @@ class TokenSlice(keras.layers.Layer):
     def call(self, inputs):
         return inputs[:, self.index]
 
-    def compute_mask(self, inputs, mask=None):
-        return None
-
     def get_config(self):
         return {**super().get_config(), "index": self.index}
 
 
 @register
-class PaddingMask(keras.layers.Layer):
+class PaddingMask(UnmaskedLayer):
     """Token ids -> float mask, 1 for real tokens and 0 for padding (id 0)."""
 
     def call(self, token_ids):
         return tf.cast(tf.not_equal(token_ids, 0), self.compute_dtype)
 
-    def compute_mask(self, inputs, mask=None):
-        return None
-
 
 @register
-class ZeroMasked(keras.layers.Layer):
+class ZeroMasked(UnmaskedLayer):
     """``[sequence, mask]`` -> the sequence with padded positions set to 0, so that a convolution
     sees the same zeros past the last real token however long the batch's padding is."""
 
@@ -51,21 +68,15 @@ class ZeroMasked(keras.layers.Layer):
         x, mask = inputs
         return x * tf.cast(mask, x.dtype)[:, :, None]
 
-    def compute_mask(self, inputs, mask=None):
-        return None
-
 
 @register
-class MaskedPooling(keras.layers.Layer):
+class MaskedPooling(ModeLayer):
     """Mean, max or min over the real tokens of ``[sequence, mask]`` (padding excluded)."""
 
     MODES = ("avg", "max", "min")
 
     def __init__(self, mode="avg", **kwargs):
-        super().__init__(**kwargs)
-        if mode not in self.MODES:
-            raise ValueError("MaskedPooling mode must be one of %s, got %r" % (self.MODES, mode))
-        self.mode = mode
+        super().__init__(mode, **kwargs)
 
     def call(self, inputs):
         x, mask = inputs
@@ -76,25 +87,16 @@ class MaskedPooling(keras.layers.Layer):
             return tf.reduce_max(x + (1.0 - mask) * NEG_INF, 1)
         return tf.reduce_min(x - (1.0 - mask) * NEG_INF, 1)
 
-    def compute_mask(self, inputs, mask=None):
-        return None
-
-    def get_config(self):
-        return {**super().get_config(), "mode": self.mode}
-
 
 @register
-class LayerCombine(keras.layers.Layer):
+class LayerCombine(ModeLayer):
     """Combine several encoder layers' sequences: elementwise mean or max, or concat on features
     (the "last 4 layers" pooling of Sun et al. 2019 and of competition solutions)."""
 
     MODES = ("mean", "max", "concat")
 
     def __init__(self, mode="concat", **kwargs):
-        super().__init__(**kwargs)
-        if mode not in self.MODES:
-            raise ValueError("LayerCombine mode must be one of %s, got %r" % (self.MODES, mode))
-        self.mode = mode
+        super().__init__(mode, **kwargs)
 
     def call(self, inputs):
         if self.mode == "concat":
@@ -102,15 +104,9 @@ class LayerCombine(keras.layers.Layer):
         stacked = tf.stack(inputs, 0)
         return tf.reduce_mean(stacked, 0) if self.mode == "mean" else tf.reduce_max(stacked, 0)
 
-    def compute_mask(self, inputs, mask=None):
-        return None
-
-    def get_config(self):
-        return {**super().get_config(), "mode": self.mode}
-
 
 @register
-class TransformerBlock(keras.layers.Layer):
+class TransformerBlock(UnmaskedLayer):
     """One post-LayerNorm transformer encoder block over ``[sequence, mask]`` (Vaswani et al.)."""
 
     def __init__(self, num_heads=2, key_dim=None, ff_units=None, dropout=0.1, **kwargs):
@@ -136,9 +132,6 @@ class TransformerBlock(keras.layers.Layer):
         x = self.norm1(x + self.drop(h, training=training))
         h = self.ff_out(self.ff_in(x))
         return self.norm2(x + self.drop(h, training=training))
-
-    def compute_mask(self, inputs, mask=None):
-        return None
 
     def get_config(self):
         return {**super().get_config(), "num_heads": self.num_heads, "key_dim": self.key_dim,

@@ -44,8 +44,21 @@ class _OptionsLoss(keras.losses.Loss):
         return {**super().get_config(), **options}
 
 
+class _SmoothedLoss(_OptionsLoss):
+    """Base of the two cross-entropies: one option, ``label_smoothing`` (eps), and the smoothed
+    targets ``y * (1 - eps) + eps / classes`` (Szegedy et al. 2016, section 7)."""
+
+    def __init__(self, label_smoothing=0.0, name=None, reduction=keras.losses.Reduction.AUTO):
+        super().__init__(name=name, reduction=reduction)
+        self.label_smoothing = float(label_smoothing)
+
+    def targets(self, y_true, y_pred, classes):
+        eps = self.label_smoothing
+        return tf.cast(y_true, y_pred.dtype) * (1.0 - eps) + eps / classes
+
+
 @keras.utils.register_keras_serializable(package="xtune")
-class SigmoidBCE(_OptionsLoss):
+class SigmoidBCE(_SmoothedLoss):
     """Binary cross-entropy per label, mean over labels; activation: sigmoid.
 
     Binary relevance, one independent yes/no problem per label (Tsoumakas & Katakis 2007,
@@ -57,18 +70,16 @@ class SigmoidBCE(_OptionsLoss):
     activation = "sigmoid"
 
     def __init__(self, label_smoothing=0.0, name="bce", reduction=keras.losses.Reduction.AUTO):
-        super().__init__(name=name, reduction=reduction)
-        self.label_smoothing = float(label_smoothing)
+        super().__init__(label_smoothing, name=name, reduction=reduction)
 
     def call(self, y_true, y_pred):
-        eps = self.label_smoothing
-        targets = tf.cast(y_true, y_pred.dtype) * (1.0 - eps) + eps / 2.0
+        targets = self.targets(y_true, y_pred, 2.0)  # each label's two classes
         per_label = tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=y_pred)
         return tf.reduce_mean(per_label, axis=-1)
 
 
 @keras.utils.register_keras_serializable(package="xtune")
-class SoftmaxCE(_OptionsLoss):
+class SoftmaxCE(_SmoothedLoss):
     """Softmax cross-entropy against one-hot targets (single label); activation: softmax.
 
     Label smoothing as in Szegedy et al. 2016 ("Rethinking the Inception architecture", CVPR,
@@ -78,13 +89,10 @@ class SoftmaxCE(_OptionsLoss):
     activation = "softmax"
 
     def __init__(self, label_smoothing=0.0, name="ce", reduction=keras.losses.Reduction.AUTO):
-        super().__init__(name=name, reduction=reduction)
-        self.label_smoothing = float(label_smoothing)
+        super().__init__(label_smoothing, name=name, reduction=reduction)
 
     def call(self, y_true, y_pred):
-        eps = self.label_smoothing
-        num_labels = tf.cast(tf.shape(y_pred)[-1], y_pred.dtype)
-        targets = tf.cast(y_true, y_pred.dtype) * (1.0 - eps) + eps / num_labels
+        targets = self.targets(y_true, y_pred, tf.cast(tf.shape(y_pred)[-1], y_pred.dtype))
         return tf.nn.softmax_cross_entropy_with_logits(labels=targets, logits=y_pred)
 
 
