@@ -35,7 +35,8 @@ def test_overrides_parse_values(tmp_path):
 
 @pytest.mark.parametrize("override, fragment", [
     ("data.txt1=x", "unknown key 'data.txt1'; valid keys at 'data': train, valid"),
-    ("bogus=1", "unknown key 'bogus'; valid keys at the top level: name, seed"),
+    ("bogus=1", "unknown key 'bogus'; valid keys at the top level: name, seed, recipe"),
+    ("recipe=pretrain", "recipe: unknown recipe 'pretrain'; valid: finetune"),
     ("train.monitor=val_f1", "train.monitor: unknown choice 'val_f1'; valid: val_loss"),
     ("model.loss=hinge", "model.loss: unknown loss type 'hinge'; valid: bce, ce, focal"),
     ("model.loss={type: focal, beta: 1}", "unknown option 'beta' for loss type 'focal'; valid: alpha, gamma"),
@@ -69,6 +70,7 @@ def test_keys_added_later_are_hashed_only_when_changed(tmp_path):
     base = config_hash(config)
     older = {k: dict(v) if isinstance(v, dict) else v for k, v in config.items()}
     del older["train"]["group_by_length"], older["train"]["length_pool"], older["train"]["micro_batches"]
+    del older["recipe"]
     assert config_hash(older) == base
     assert config_hash(load_config(path, ["train.group_by_length=false", "train.length_pool=50",
                                           "train.micro_batches=1"])) == base

@@ -8,10 +8,10 @@ from xtune_keras.errors import XtuneError
 
 def cmd_train(args):
     from xtune_keras.schema import load_config
-    from xtune_keras.recipes.finetune import run_experiment
+    from xtune_keras.recipes import run_recipe
 
     config = load_config(args.experiment, args.overrides)
-    result = run_experiment(config, force=args.force, echo=not args.quiet)
+    result = run_recipe(config, force=args.force, echo=not args.quiet)
     print(json.dumps(result, indent=2, ensure_ascii=False))
 
 

@@ -32,6 +32,8 @@ KEYS = {
     "name": Key(None, "str", "experiment name: names the .h5 and the runs/ folder; default: the YAML file's stem"),
     "seed": Key(0, "int", "random seed of initialisation, dropout and data order (its own run folder)",
                 hashed="never"),
+    "recipe": Key("finetune", "str", "the kind of run: finetune (recipes/finetune.py); a new recipe is a "
+                  "new module registered in recipes/", hashed="if_changed"),
     # data
     "data.train": Key(None, "path", "training table (required): csv, tsv, jsonl, json or xlsx"),
     "data.valid": Key(None, "path", "validation table; or null with data.valid_ratio"),

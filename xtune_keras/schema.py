@@ -192,6 +192,12 @@ def _components(config, where):
         validate_head(head, "%s: model.heads[%d]" % (where, i))
 
 
+def _recipe(config, where):
+    from xtune_keras.recipes import RECIPES
+
+    RECIPES.get(config["recipe"], "%s: recipe" % where)
+
+
 def _threshold(config, where):
     model = config["model"]
     threshold = model["threshold"]
@@ -252,7 +258,7 @@ def _strategy(config, where):
         raise XtuneError("%s: train.devices needs train.strategy: mirrored" % where)
 
 
-RULES = (_required, _components, _threshold, _adversarial, _freezing, _strategy)
+RULES = (_required, _recipe, _components, _threshold, _adversarial, _freezing, _strategy)
 
 
 def config_hash(config):

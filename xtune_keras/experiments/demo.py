@@ -41,14 +41,14 @@ def ensure_data(sizes):
 
 def run_demo(overrides=(), sizes=(2000, 400, 800), force=False, echo=True):
     from xtune_keras.schema import load_config
-    from xtune_keras.recipes.finetune import run_experiment
+    from xtune_keras.recipes import run_recipe
 
     if not os.path.isfile(EXPERIMENT):
         raise XtuneError("%s not found: run the demo from the repository root" % EXPERIMENT)
     ensure_encoder()
     ensure_data(sizes)
     config = load_config(EXPERIMENT, overrides)
-    result = run_experiment(config, force=force, echo=echo)
+    result = run_recipe(config, force=force, echo=echo)
     print(json.dumps({k: result[k] for k in ("h5", "best_epoch", "best", "test", "seconds") if k in result},
                      indent=2))
     return result

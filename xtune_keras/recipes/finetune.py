@@ -20,6 +20,7 @@ from xtune_keras.model.classifier import build_classifier, freeze_layers, unfree
 from xtune_keras.model.encoders import read_config
 from xtune_keras.model.losses import ACTIVATIONS, build_loss, loss_type
 from xtune_keras.model.modelfile import update_meta
+from xtune_keras.recipes import RECIPES
 from xtune_keras.recipes.base import Recipe
 from xtune_keras.schema import config_hash, h5_path
 from xtune_keras.train import callbacks as cb
@@ -84,6 +85,7 @@ def make_trainer(classifier, train, activation):
                          activation=activation, micro_batches=train["micro_batches"])
 
 
+@RECIPES.register("finetune")
 class FineTuneRecipe(Recipe):
     """One experiment, one seed: the classifier of ``model.heads`` on the encoder, trained."""
 
