@@ -147,3 +147,20 @@ def test_cli_evaluate_and_predict(trained, tmp_path):
     assert len(table) == 12
     probs = table[["prob_noise", "prob_road", "prob_water"]].to_numpy()
     assert ((probs >= 0) & (probs <= 1)).all()
+
+
+def test_cli_train_prints_one_line_per_epoch_or_nothing_with_quiet(trained, tmp_path):
+    """Off a terminal: one line per epoch and no progress bar; --quiet: neither. Through a
+    micro-batch trainer the checkpoint saves an uncompiled classifier: Keras's warning about its
+    compiled metrics must not come back at every epoch."""
+    outputs = ["output.runs_dir=%s" % (tmp_path / "runs"), "output.h5=%s" % (tmp_path / "m.h5"),
+               "train.micro_batches=2", "train.epochs=2"]
+    done = cli("train", trained["yaml"], *outputs)
+    assert done.returncode == 0, done.stderr
+    assert [line.split(" (")[0] for line in done.stdout.splitlines() if line.startswith("epoch ")] == \
+        ["epoch 1", "epoch 2"]
+    assert "compiled metrics have yet to be built" not in done.stderr and "\b" not in done.stdout
+    quiet = cli("train", trained["yaml"], *outputs, "--force", "--quiet")
+    assert quiet.returncode == 0, quiet.stderr
+    assert not any(line.startswith("epoch ") for line in quiet.stdout.splitlines())
+    assert json.loads(quiet.stdout)["epochs_run"] == 2

@@ -7,6 +7,7 @@ know. Files are written to a temporary name and renamed, so an interrupted save 
 the previous model.
 """
 import json
+import logging
 import os
 
 import h5py
@@ -16,6 +17,18 @@ from bert4keras.backend import keras
 from xtune_keras.model.encoders import SentencePieceVocab
 from xtune_keras.errors import XtuneError
 from xtune_keras.model.layers import custom_objects
+
+class _UncompiledSaveFilter(logging.Filter):
+    """Keras's save tries to build the compiled metrics of the model it writes; the classifier
+    inside an adversarial or micro-batch trainer is never compiled (the trainer is), and Keras
+    then warns "Compiled the loaded model, but the compiled metrics have yet to be built" at every
+    checkpoint. The warning is about nothing: that model has no metrics to build."""
+
+    def filter(self, record):
+        return "the compiled metrics have yet to be built" not in record.getMessage()
+
+
+logging.getLogger("tensorflow").addFilter(_UncompiledSaveFilter())
 
 META_GROUP = "xtune"
 SENTENCEPIECE_DATASET = "sentencepiece_model"
