@@ -14,9 +14,10 @@ from xtune_keras.schema import load_config
 
 
 # No dropout: TensorFlow's random stream is not part of the resume state (see train/resume.py).
-# Warmup and linear decay make the result depend on the restored optimizer's step counter.
+# Warmup and linear decay make the result depend on the restored optimizer's step counter, the
+# EMA on the restored averages (validation and the .h5 see them, training continues on the raw weights).
 TRAIN = {"epochs": 4, "patience": 4, "batch_size": 4, "lr": 1e-3, "optimizer": "adamw",
-         "warmup_steps": 0.1, "lr_decay": True}
+         "warmup_steps": 0.1, "lr_decay": True, "ema_momentum": 0.9}
 
 
 @pytest.fixture(scope="module")
