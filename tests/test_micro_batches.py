@@ -46,7 +46,7 @@ def test_split_batch_gives_the_whole_batch_gradients_and_loss(tiny_ckpt, options
 
 def train_weights(tiny_ckpt, micro_batches, epochs=2):
     """Weights after fitting 10 texts in batches of 4 (the last batch of 2 has an empty part
-    when split in 3), through build_trainer as the runner does."""
+    when split in 3), through build_trainer as the fine-tuning recipe does."""
     classifier = make_classifier(tiny_ckpt)
     model = build_trainer(classifier, micro_batches=micro_batches)
     model.compile(optimizer=XtuneAdam(learning_rate=1e-3), loss=build_loss("bce"),

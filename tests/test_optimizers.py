@@ -339,7 +339,7 @@ def test_ema_of_a_layer_unfrozen_later_counts_it_constant_before():
     optimizer = build_optimizer("adam", 0.05, ema_momentum=momentum)
     x, y = np.eye(3)[:2], np.array([[1.0, -1.0], [0.5, 2.0]])
     trajectory = []
-    for trainable in (False, True):  # gradual unfreezing, as runner.fit_in_phases does it
+    for trainable in (False, True):  # gradual unfreezing, as recipes.finetune.fit_in_phases does it
         hidden.trainable = trainable
         model.compile(optimizer, "mse")
         for _ in range(3):

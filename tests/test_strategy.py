@@ -62,7 +62,7 @@ def rdrop_step(strategy):
     return classifier.get_weights()[0], {k: float(v[0]) for k, v in history.history.items()}
 
 
-# The runner's (cached) strategy: a second MirroredStrategy object in this process would reuse
+# The recipe's (cached) strategy: a second MirroredStrategy object in this process would reuse
 # the collective keys of the runs above.
 mirrored = build_strategy("mirrored", echo=False)
 w_one, logs_one = rdrop_step(tf.distribute.get_strategy())

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import write_experiment, write_multilabel_csvs
-from xtune_keras.data import prepare as runner
+from xtune_keras.data import prepare
 from xtune_keras.data import token_cache as tc
 from xtune_keras.schema import config_hash, load_config
 from xtune_keras.data.tables import Examples
@@ -46,7 +46,7 @@ def test_second_call_does_not_tokenize(exp, monkeypatch):
     def no_tokenizing(*args, **kwargs):
         raise AssertionError("tokenized although the cache holds these ids")
 
-    monkeypatch.setattr(runner, "encode_examples", no_tokenizing)
+    monkeypatch.setattr(prepare, "encode_examples", no_tokenizing)
     assert prepare_data(load_config(exp["yaml"], ["seed=7", "train.lr=1e-5"]))["encoded"] == first
 
 

@@ -156,6 +156,6 @@ class SentencePieceTokenizer(SpTokenizer):
 
     @property
     def _token_dict(self):
-        """What the .h5 stores (runner saves ``tokenizer._token_dict``)."""
+        """What the .h5 stores (the fine-tuning recipe saves ``tokenizer._token_dict``)."""
         pieces = {self.sp_model.id_to_piece(i): i for i in range(self._vocab_size)}
         return SentencePieceVocab(pieces, self._model_proto)
