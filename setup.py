@@ -8,7 +8,7 @@ setup(
     python_requires=">=3.9",
     # tf-keras and bert4keras are installed with --no-deps by the Makefile: bert4keras declares
     # keras<=2.3.1, which no resolver can satisfy next to TensorFlow 2.21.
-    install_requires=["numpy", "pandas", "h5py", "pyyaml", "openpyxl", "matplotlib", "scipy", "safetensors"],
+    install_requires=["numpy", "pandas", "h5py", "pyyaml", "openpyxl", "matplotlib", "scipy", "safetensors", "jieba"],
     extras_require={"cpu": ["tensorflow-cpu==2.21.*"], "gpu": ["tensorflow==2.21.*"], "ray": ["ray==2.60.*"],
                     "sentencepiece": ["sentencepiece"]},
     entry_points={"console_scripts": ["xtune=xtune_keras.cli:main"]},

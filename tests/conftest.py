@@ -45,6 +45,7 @@ MODULE_MARKS = {
     "test_losses": ("subprocess",),
     "test_optimizers": ("slow", "subprocess"),
     "test_options": ("slow",),
+    "test_pretrain": ("slow", "subprocess"),
     "test_resume": ("slow", "subprocess"),
     "test_roundtrip": ("slow", "subprocess"),
     "test_strategy": ("slow", "subprocess"),

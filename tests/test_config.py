@@ -36,7 +36,7 @@ def test_overrides_parse_values(tmp_path):
 @pytest.mark.parametrize("override, fragment", [
     ("data.txt1=x", "unknown key 'data.txt1'; valid keys at 'data': train, valid"),
     ("bogus=1", "unknown key 'bogus'; valid keys at the top level: name, seed, recipe"),
-    ("recipe=pretrain", "recipe: unknown recipe 'pretrain'; valid: finetune"),
+    ("recipe=distill", "recipe: unknown recipe 'distill'; valid: finetune, pretrain"),
     ("train.monitor=val_f1", "train.monitor: unknown choice 'val_f1'; valid: val_loss"),
     ("model.loss=hinge", "model.loss: unknown loss type 'hinge'; valid: bce, ce, focal"),
     ("model.loss={type: focal, beta: 1}", "unknown option 'beta' for loss type 'focal'; valid: alpha, gamma"),

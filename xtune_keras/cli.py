@@ -21,6 +21,15 @@ def progress(args):
     return progress_verbosity(not args.quiet)
 
 
+def cmd_pretrain(args):
+    from xtune_keras.recipes import run_recipe
+    from xtune_keras.schema import load_config
+
+    config = load_config(args.config, args.overrides, recipe="pretrain")
+    result = run_recipe(config, force=args.force, echo=not args.quiet)
+    print(json.dumps(result, indent=2, ensure_ascii=False))
+
+
 def cmd_evaluate(args):
     from xtune_keras.inference import evaluate_file
 
@@ -176,6 +185,14 @@ def build_parser():
                         "without --force it resumes at its last finished epoch)")
     add_quiet_argument(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("pretrain", help="further pretraining (masked LM, whole-word masking) into a Google-format "
+                                        "checkpoint folder: xtune pretrain PRETRAIN.yaml [key=value ...]")
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*", help="e.g. train.max_steps=1000 masking.segmenter=whitespace")
+    p.add_argument("--force", action="store_true", help="train again from step 0")
+    add_quiet_argument(p)
+    p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("evaluate", help="metrics of MODEL.h5 (or an exported folder) on a labelled table")
     p.add_argument("model")

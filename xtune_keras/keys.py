@@ -63,6 +63,9 @@ KEYS = {
     "encoder.config": Key(None, "path", "bert_config.json, if not in encoder.dir"),
     "encoder.checkpoint": Key(None, "path", "checkpoint prefix, if not in encoder.dir"),
     "encoder.vocab": Key(None, "path", "vocab.txt, if not in encoder.dir"),
+    "encoder.pretrain": Key(None, "path", "a pretraining YAML (xtune pretrain): run first, or its finished "
+                                          "output reused, and fine-tune from its checkpoint folder",
+                            hashed="if_changed"),
     "encoder.model": Key("bert", "choice", "architecture (roberta-wwm loads as bert)", ("bert", "albert"),
                          hparam=True),
     "encoder.output_layer": Key(-1, "int", "transformer layer the heads read (0-based; -1: last)", hparam=True),
@@ -133,6 +136,59 @@ KEYS = {
     "output.tensorboard": Key(True, "bool", "write TensorBoard logs and the HParams session", hashed="never"),
 }
 
+
+# Further pretraining (``recipe: pretrain``, ``xtune pretrain``): its own sections; the keys it
+# shares with fine-tuning are the same declarations.
+SEGMENTERS = ("jieba", "whitespace", "none")
+_SHARED = ("name", "seed", "encoder.dir", "encoder.config", "encoder.checkpoint", "encoder.vocab", "encoder.model",
+           "encoder.dropout", "encoder.attention_dropout", "train.optimizer", "train.encoder_lr_ratio",
+           "train.layer_decay", "train.lr_multipliers", "train.weight_decay", "train.clip_norm", "train.warmup_steps",
+           "train.lr_decay", "train.grad_accum_steps", "train.ema_momentum", "train.deterministic",
+           "output.runs_dir", "output.tensorboard")
+
+PRETRAIN_KEYS = {
+    **{dotted: KEYS[dotted] for dotted in _SHARED[:2]},
+    "recipe": Key("pretrain", "str", "pretrain: masked-language-model training of the encoder (recipes/pretrain.py)"),
+    "corpus.files": Key([], "columns", "text files (one document per line) or tables (csv, tsv, jsonl, json, "
+                                       "xlsx, parquet) with corpus.columns"),
+    "corpus.columns": Key(["text"], "columns", "the text columns of table files (joined with a space)"),
+    "corpus.from_experiment": Key(None, "path", "a fine-tuning YAML: the texts (text1 + text2) of its splits"),
+    "corpus.splits": Key(["train"], "columns", "corpus.from_experiment: which splits (TAPT: train; ITPT may "
+                                               "add valid, test)"),
+    "corpus.lowercase": KEYS["data.lowercase"],
+    "corpus.valid_ratio": Key(0.01, "number", "share of the blocks held out for MLM loss, accuracy, perplexity",
+                              "[0, 0.5]"),
+    "corpus.cache_dir": Key(None, "path", "tokenized-corpus cache; null: <output.runs_dir>/_cache/corpus",
+                            hashed="never"),
+    "masking.rate": Key(0.15, "number", "share of tokens predicted (BERT: 0.15)", "(0, 1)"),
+    "masking.mask_ratio": Key(0.8, "number", "of those: replaced by [MASK] (BERT: 0.8)", "[0, 1]"),
+    "masking.random_ratio": Key(0.1, "number", "of those: replaced by a random token (BERT: 0.1); the rest kept",
+                                "[0, 1]"),
+    "masking.segmenter": Key("jieba", "choice", "whole words: jieba (Chinese; hfl's wwm), whitespace (words and "
+                                                "their ## pieces), none (token level)", SEGMENTERS),
+    "masking.max_len": Key(128, "int", "tokens per packed block, [CLS] and [SEP] included", ">= 8"),
+    **{dotted: KEYS[dotted] for dotted in _SHARED[2:9]},
+    "encoder.fresh_head": Key(False, "bool", "start the MLM head fresh even if the checkpoint has one (hfl's "
+                                             "RoBERTa-wwm-ext ships an untrained head)"),
+    **{dotted: KEYS[dotted] for dotted in _SHARED[9:20]},
+    "train.lr": Key(5e-5, "number", "learning rate (Sun et al. ITPT: 5e-5)", "> 0"),
+    "train.batch_size": Key(32, "int", "blocks per step", ">= 1"),
+    "train.epochs": Key(1, "int", "passes over the corpus (fresh masks every epoch)", ">= 1"),
+    "train.max_steps": Key(None, "int", "stop after this many optimizer steps (null: all epochs)", ">= 1"),
+    "train.eval_every": Key(100, "int", "steps between held-out evaluations (and metrics.jsonl lines)", ">= 1"),
+    "output.dir": Key(None, "path", "the Google-format checkpoint folder; null: checkpoints/<name>",
+                      hashed="never"),
+    **{dotted: KEYS[dotted] for dotted in _SHARED[20:]},
+}
+
+SCHEMAS = {"finetune": KEYS, "pretrain": PRETRAIN_KEYS}
+
+
+def sections_of(keys):
+    """The section names of a key table, in declaration order."""
+    return tuple(dict.fromkeys(dotted.split(".")[0] for dotted in keys if "." in dotted))
+
+
 # train.adversarial, when given, is a mapping of these (validated like the keys above).
 ADVERSARIAL = {
     "method": Key("fgm", "choice", "fgm (Miyato et al. 2017) | pgd (Madry et al. 2018)", ("fgm", "pgd")),
@@ -152,25 +208,29 @@ def _cell(value):
 
 
 def config_markdown():
-    """``docs/config.md``: every key with its default, type, allowed values and meaning."""
+    """``docs/config.md``: every key of every recipe with its default, type, range and meaning."""
     lines = ["# Experiment keys", "",
              "Generated from `xtune_keras/keys.py` by `python -m xtune_keras.keys > docs/config.md`;",
              "a test checks that this page and the declarations agree. *Hash*: whether the key is part",
              "of the run folder's config hash (`if changed`: only away from its default, so run folders",
              "written before the key existed keep their names).", ""]
-    groups = [("Top level", [d for d in KEYS if "." not in d])]
-    groups += [("`%s`" % section, [d for d in KEYS if d.startswith(section + ".")]) for section in SECTIONS]
-    groups.append(("`train.adversarial` (when given)", ["train.adversarial." + name for name in ADVERSARIAL]))
-    for title, names in groups:
-        lines += ["## " + title, "", "| key | default | type | allowed | hash | meaning |",
-                  "|---|---|---|---|---|---|"]
-        for dotted in names:
-            key = ADVERSARIAL[dotted.rsplit(".", 1)[1]] if dotted.startswith("train.adversarial.") else KEYS[dotted]
-            allowed = " \\| ".join(_cell(v) for v in key.valid) if isinstance(key.valid, tuple) else key.valid or ""
-            lines.append("| `%s` | %s | %s | %s | %s | %s |" % (
-                dotted, _cell(key.default), key.kind, allowed,
-                key.hashed.replace("_", " "), key.doc.replace("|", "\\|")))
-        lines.append("")
+    for recipe, keys in SCHEMAS.items():
+        lines += ["# Recipe `%s`" % recipe, ""]
+        groups = [("Top level", [d for d in keys if "." not in d])]
+        groups += [("`%s`" % section, [d for d in keys if d.startswith(section + ".")])
+                   for section in sections_of(keys)]
+        if recipe == "finetune":
+            groups.append(("`train.adversarial` (when given)", ["train.adversarial." + name for name in ADVERSARIAL]))
+        for title, names in groups:
+            lines += ["## " + title, "", "| key | default | type | allowed | hash | meaning |",
+                      "|---|---|---|---|---|---|"]
+            for dotted in names:
+                key = ADVERSARIAL[dotted.rsplit(".", 1)[1]] if dotted.startswith("train.adversarial.") else keys[dotted]
+                allowed = " \\| ".join(_cell(v) for v in key.valid) if isinstance(key.valid, tuple) else key.valid or ""
+                lines.append("| `%s` | %s | %s | %s | %s | %s |" % (
+                    dotted, _cell(key.default), key.kind, allowed,
+                    key.hashed.replace("_", " "), key.doc.replace("|", "\\|")))
+            lines.append("")
     return "\n".join(lines)
 
 

@@ -82,7 +82,7 @@ class RunDir:
         with open(self.metrics_path, encoding="utf-8") as f:
             return [json.loads(line) for line in f if line.strip()]
 
-    def start(self, config, labels, resume=False):
+    def start(self, config, labels=None, resume=False):
         """Ready the folder for training. Without ``resume`` an unfinished earlier attempt is
         cleared; with it, epochs beyond the saved resume state are dropped (see ``keep_epochs``)."""
         os.makedirs(self.path, exist_ok=True)
@@ -92,7 +92,8 @@ class RunDir:
                     os.remove(self.file(name))
             shutil.rmtree(self.resume_dir, ignore_errors=True)
         dump_config(config, self.file(self.CONFIG))
-        labels.save(self.file(self.LABELS))
+        if labels is not None:  # a pretraining run has none
+            labels.save(self.file(self.LABELS))
 
     def keep_epochs(self, count):
         """Keep the first ``count`` lines of ``metrics.jsonl``: an epoch that was logged but whose

@@ -13,14 +13,14 @@ import os
 import yaml
 
 from xtune_keras.errors import XtuneError
-from xtune_keras.keys import ADVERSARIAL, KEYS, SECTIONS
+from xtune_keras.keys import ADVERSARIAL, KEYS, SCHEMAS, sections_of
 
 
-def nested_defaults():
+def nested_defaults(keys=KEYS):
     """``{"name": None, "seed": 0, "data": {...}, ...}`` from the declarations."""
-    config = {section: {} for section in SECTIONS}
+    config = {section: {} for section in sections_of(keys)}
     top = {}
-    for dotted, key in KEYS.items():
+    for dotted, key in keys.items():
         if "." in dotted:
             section, name = dotted.split(".")
             config[section][name] = copy.deepcopy(key.default)
@@ -29,14 +29,16 @@ def nested_defaults():
     return dict(top, **config)
 
 
-def load_config(path, overrides=(), where=None):
+def load_config(path, overrides=(), where=None, recipe="finetune"):
     """Read a YAML experiment, apply ``key=value`` overrides, validate, fill defaults. Errors
-    start with ``where`` (default: ``path``), e.g. the row of an ablation that set the value."""
+    start with ``where`` (default: ``path``), e.g. the row of an ablation that set the value.
+    The file's ``recipe`` key (default: ``recipe``) chooses which keys it may hold."""
     where = where or path
     raw = _read_yaml(path)
     for item in overrides:
         _apply_override(raw, item, where)
-    config = _merge(nested_defaults(), raw, (), where)
+    keys = schema_of(raw.get("recipe") or recipe, where)
+    config = _merge(nested_defaults(keys), raw, (), where, sections_of(keys))
     if not config["name"]:
         config["name"] = os.path.splitext(os.path.basename(path))[0]
     validate(config, where)
@@ -58,7 +60,8 @@ def _read_yaml(path):
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise XtuneError("%s: an experiment is a YAML mapping of sections (%s)" % (path, ", ".join(SECTIONS)))
+        raise XtuneError("%s: an experiment is a YAML mapping of sections (data, encoder, model, train, output)"
+                         % path)
     return raw
 
 
@@ -76,18 +79,25 @@ def _apply_override(raw, item, where):
     node[parts[-1]] = yaml.safe_load(value)
 
 
-def _merge(defaults, raw, prefix, where):
+def schema_of(recipe, where):
+    """The key table of a recipe, or a one-line error listing the recipes."""
+    if recipe not in SCHEMAS:
+        raise XtuneError("%s: recipe: unknown recipe %r; valid: %s" % (where, recipe, ", ".join(SCHEMAS)))
+    return SCHEMAS[recipe]
+
+
+def _merge(defaults, raw, prefix, where, sections):
     for name, value in raw.items():
         dotted = ".".join(prefix + (name,))
         if name not in defaults:
             level = "'%s'" % ".".join(prefix) if prefix else "the top level"
             raise XtuneError("%s: unknown key '%s'; valid keys at %s: %s"
                              % (where, dotted, level, ", ".join(defaults)))
-        if dotted in SECTIONS:
+        if dotted in sections:
             if not isinstance(value, dict):
                 raise XtuneError("%s: '%s' must be a mapping with keys: %s"
                                  % (where, dotted, ", ".join(defaults[name])))
-            _merge(defaults[name], value, prefix + (name,), where)
+            _merge(defaults[name], value, prefix + (name,), where, sections)
         else:
             defaults[name] = value
     return defaults
@@ -157,11 +167,12 @@ def in_range(value, valid):
 
 def validate(config, where):
     """Every declared key checked and normalized, then the rules between keys."""
-    for dotted in KEYS:
+    keys = schema_of(config["recipe"], where)
+    for dotted, key in keys.items():
         section, _, name = dotted.rpartition(".")
         node = config[section] if section else config
-        node[name] = check_value(dotted, node[name], where)
-    for rule in RULES:
+        node[name] = check_value(dotted, node[name], where, key)
+    for rule in RULES[config["recipe"]]:
         rule(config, where)
 
 
@@ -173,19 +184,19 @@ def _required(config, where):
         raise XtuneError("%s: set data.valid (a file) or data.valid_ratio (e.g. 0.1)" % where)
     if not data["text1"]:
         raise XtuneError("%s: data.text1 must name at least one column" % where)
-    if not encoder["dir"] and not encoder["config"]:
-        raise XtuneError("%s: set encoder.dir (a Google-format BERT folder)" % where)
+    if not encoder["dir"] and not encoder["config"] and not encoder["pretrain"]:
+        raise XtuneError("%s: set encoder.dir (a Google-format BERT folder) or encoder.pretrain" % where)
+    if encoder["pretrain"]:
+        load_config(encoder["pretrain"], recipe="pretrain")  # its errors now, not after the data is read
 
 
 def _components(config, where):
-    """Heads, loss and optimizer are registry entries: their modules (TensorFlow) load here."""
+    """Heads and losses are registry entries: their modules (TensorFlow) load here."""
     from xtune_keras.model.heads import validate_head
     from xtune_keras.model.losses import validate_loss
-    from xtune_keras.train.optimizers import OPTIMIZERS
 
     model = config["model"]
     validate_loss(model["loss"], "%s: model.loss" % where)
-    OPTIMIZERS.get(config["train"]["optimizer"], "%s: train.optimizer" % where)
     if not isinstance(model["heads"], list) or not model["heads"]:
         raise XtuneError("%s: model.heads must be a non-empty list of heads" % where)
     for i, head in enumerate(model["heads"]):
@@ -258,13 +269,32 @@ def _strategy(config, where):
         raise XtuneError("%s: train.devices needs train.strategy: mirrored" % where)
 
 
-RULES = (_required, _recipe, _components, _threshold, _adversarial, _freezing, _strategy)
+def _pretrain_required(config, where):
+    corpus, masking, encoder = config["corpus"], config["masking"], config["encoder"]
+    if not corpus["files"] and not corpus["from_experiment"]:
+        raise XtuneError("%s: set corpus.files (text or table files) or corpus.from_experiment (an experiment "
+                         "YAML whose texts to read)" % where)
+    if not encoder["dir"] and not encoder["config"]:
+        raise XtuneError("%s: set encoder.dir (a Google-format BERT folder)" % where)
+    if masking["mask_ratio"] + masking["random_ratio"] > 1.0:
+        raise XtuneError("%s: masking.mask_ratio + masking.random_ratio must be <= 1 (got %r + %r)"
+                         % (where, masking["mask_ratio"], masking["random_ratio"]))
+
+
+def _optimizer(config, where):
+    from xtune_keras.train.optimizers import OPTIMIZERS
+
+    OPTIMIZERS.get(config["train"]["optimizer"], "%s: train.optimizer" % where)
+
+
+RULES = {"finetune": (_required, _recipe, _components, _optimizer, _threshold, _adversarial, _freezing, _strategy),
+         "pretrain": (_pretrain_required, _recipe, _optimizer)}
 
 
 def config_hash(config):
     """Short stable hash of everything that changes results (see ``Key.hashed``)."""
     relevant = copy.deepcopy(config)
-    for dotted, key in KEYS.items():
+    for dotted, key in SCHEMAS.get(config.get("recipe"), KEYS).items():
         section, _, name = dotted.rpartition(".")
         node = relevant.get(section) if section else relevant
         if not isinstance(node, dict) or name not in node:

@@ -94,7 +94,7 @@ class FineTuneRecipe(Recipe):
     def setup_data(self):
         config, train = self.config, self.config["train"]
         set_seed(config["seed"], train["deterministic"])
-        self.prepared = prepare_data(config)
+        self.prepared = prepare_data(self.pretrained(config))
         self.labels, self.targets = self.prepared["labels"], self.prepared["targets"]
         self.batches = {name: PaddedBatches(*self.prepared["encoded"][name], self.targets[name],
                                             batch_size=train["batch_size"], shuffle=(name == "train"),
@@ -111,6 +111,22 @@ class FineTuneRecipe(Recipe):
         if self.resumed:
             self.run_dir.keep_epochs(self.initial_epoch)
             self.say("resuming %s at epoch %d of %d" % (self.run_dir.path, self.initial_epoch + 1, train["epochs"]))
+
+    def pretrained(self, config):
+        """The config whose encoder is read: with ``encoder.pretrain``, the checkpoint folder of that
+        pretraining, run now unless it finished before (its run folder is keyed on its config)."""
+        if not config["encoder"]["pretrain"]:
+            return config
+        from xtune_keras.recipes import run_recipe
+        from xtune_keras.schema import load_config
+
+        pretrain = load_config(config["encoder"]["pretrain"], recipe="pretrain")
+        self.say("encoder.pretrain: %s" % config["encoder"]["pretrain"])
+        done = run_recipe(pretrain, echo=self.echo)
+        if not os.path.isdir(done["output_dir"]):  # finished, but its folder was removed since
+            done = run_recipe(pretrain, force=True, echo=self.echo)
+        encoder = dict(config["encoder"], dir=done["output_dir"], config=None, checkpoint=None, vocab=None)
+        return dict(config, encoder=encoder)
 
     def setup_model(self):
         config, train, enc = self.config, self.config["train"], self.config["encoder"]
