@@ -98,3 +98,29 @@ def test_missing_jieba_is_one_line(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_jieba)
     with pytest.raises(XtuneError, match="jieba is not installed"):
         tokenize_document(tokenizer(), CHINESE, "jieba")
+
+
+def test_sentencepiece_pieces_get_jieba_and_whitespace_words():
+    pytest.importorskip("sentencepiece")
+    from tests.test_export_sentencepiece import train_sentencepiece
+    from xtune_keras.model.encoders import SentencePieceTokenizer
+
+    sp = SentencePieceTokenizer(train_sentencepiece(120))
+    text = "小区路灯坏了 water leaking"
+    tokens = sp.tokenize(text)
+    offsets = sp.rematch(text, tokens)
+    assert offsets[0] == offsets[-1] == []
+    covered = "".join(text[i] for span in offsets for i in span)
+    assert covered == text  # every character once, in order ("▁water" spans the space before it)
+    ids, words = tokenize_document(sp, text, "jieba")
+    assert len(ids) == len(tokens) - 2
+    pieces = tokens[1:-1]
+    jieba_words = [w for w in __import__("jieba").cut(text) if w.strip()]
+    grouped = {}
+    for span, word in zip(offsets[1:-1], words):
+        grouped.setdefault(word, []).extend(span)
+    surfaces = ["".join(text[i] for i in chars).strip() for chars in grouped.values()]
+    assert sorted(s for s in surfaces if s) == sorted(jieba_words)  # lone "▁" pieces are words of their own
+    _, spaced = tokenize_document(sp, text, "whitespace")
+    assert spaced[0] == 0 and all(
+        (b == a + 1) == p.startswith("\u2581") for a, b, p in zip(spaced, spaced[1:], pieces[1:]))

@@ -28,10 +28,13 @@ def token_words(text, tokens, offsets):
 
 @SEGMENTERS.register("whitespace")
 def piece_words(text, tokens, offsets):
-    """A word is a token and the ``##`` pieces that follow it (English WordPiece)."""
+    """A word is a token and the pieces that continue it: WordPiece's ``##`` pieces, or with a
+    SentencePiece vocabulary the pieces up to the next one that starts with "▁"."""
+    sentencepiece = any(token.startswith("\u2581") for token in tokens)
     words, current = [], -1
     for token in tokens:
-        if not token.startswith("##") or current < 0:
+        starts = token.startswith("\u2581") if sentencepiece else not token.startswith("##")
+        if starts or current < 0:
             current += 1
         words.append(current)
     return words
@@ -40,7 +43,7 @@ def piece_words(text, tokens, offsets):
 @SEGMENTERS.register("jieba")
 def jieba_words(text, tokens, offsets):
     """jieba's words mapped onto the tokens by character offsets: each token joins the word that
-    holds its first character (a token without offsets, e.g. [UNK] of a lone symbol, is its own)."""
+    holds its first visible character (a token without one, e.g. [UNK] of a lone symbol, is its own)."""
     word_of_char = np.full(len(text), -1, dtype=np.int64)
     start = 0
     for index, word in enumerate(_jieba().cut(text)):
@@ -48,10 +51,9 @@ def jieba_words(text, tokens, offsets):
         start += len(word)
     words, fresh = [], start + len(tokens)
     for position, token_offsets in enumerate(offsets):
-        if token_offsets:
-            words.append(int(word_of_char[token_offsets[0]]))
-        else:
-            words.append(fresh + position)
+        # the first visible character: a SentencePiece piece "▁word" spans the space before it
+        visible = [i for i in token_offsets if not text[i].isspace()]
+        words.append(int(word_of_char[visible[0]]) if visible else fresh + position)
     return words
 
 
@@ -74,9 +76,6 @@ def tokenize_document(tokenizer, text, segmenter):
         return [], []
     offsets = None
     if segmenter == "jieba":
-        if not hasattr(tokenizer, "rematch"):
-            raise XtuneError("masking.segmenter: jieba needs a WordPiece vocabulary (vocab.txt); with a "
-                             "SentencePiece model use whitespace or none")
         offsets = tokenizer.rematch(text, ["[CLS]"] + tokens + ["[SEP]"])[1:-1]
     words = SEGMENTERS.get(segmenter, "masking.segmenter")(text, tokens, offsets)
     return tokenizer.tokens_to_ids(tokens), _renumbered(words)

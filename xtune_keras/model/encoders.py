@@ -143,6 +143,16 @@ class SentencePieceTokenizer(SpTokenizer):
         return [piece if self.sp_model.piece_to_id(piece) != unknown else self._token_unk
                 for piece in super()._tokenize(text)]
 
+    def rematch(self, text, tokens):
+        """Character offsets of each of ``tokens`` (``tokenize(text)``; ``[]`` for [CLS], [SEP] and
+        pieces without surface, such as a lone "▁"), like bert4keras's WordPiece ``rematch``, from
+        the piece spans SentencePiece reports (bytes of the input text)."""
+        char_of_byte = [i for i, ch in enumerate(text) for _ in ch.encode("utf-8")]
+        spans = [list(range(char_of_byte[p.begin], char_of_byte[p.end - 1] + 1)) if p.end > p.begin else []
+                 for p in self.sp_model.encode(text, return_type="proto").pieces]
+        inner = iter(spans)
+        return [[] if token in (self._token_start, self._token_end) else next(inner, []) for token in tokens]
+
     def _special_id(self, target):
         if target.startswith("<"):
             index = self.sp_model.piece_to_id(target)
