@@ -100,44 +100,40 @@ def source_digest(corpus):
 
 
 class BlockCache:
-    """``blocks.npy`` (token ids) and ``words.npy`` (word ids), ``[blocks, max_len]`` int32 each,
-    in ``directory/<key>/``; read memory-mapped."""
+    """``ids.int32`` (token ids) and ``words.int32`` (word ids), raw ``[blocks, max_len]`` int32
+    arrays written as the blocks fill, plus ``shape.json``; read back memory-mapped, so neither
+    writing nor training holds the corpus in memory."""
 
     def __init__(self, directory, key):
         self.path = os.path.join(directory, key)
 
     def ready(self):
-        return os.path.isfile(os.path.join(self.path, "words.npy"))
+        return os.path.isfile(os.path.join(self.path, "shape.json"))
 
     def load(self):
-        return (np.load(os.path.join(self.path, "blocks.npy"), mmap_mode="r"),
-                np.load(os.path.join(self.path, "words.npy"), mmap_mode="r"))
+        with open(os.path.join(self.path, "shape.json"), encoding="utf-8") as f:
+            shape = tuple(json.load(f))
+        return tuple(np.memmap(os.path.join(self.path, name), dtype=np.int32, mode="r", shape=shape)
+                     for name in ("ids.int32", "words.int32"))
 
     def write(self, blocks, max_len):
         """Stream ``(ids, words)`` blocks to disk; returns the block count."""
         tmp = self.path + ".tmp"
         os.makedirs(tmp, exist_ok=True)
         count = 0
-        with open(os.path.join(tmp, "ids.raw"), "wb") as ids_file, \
-                open(os.path.join(tmp, "words.raw"), "wb") as words_file:
+        with open(os.path.join(tmp, "ids.int32"), "wb") as ids_file, \
+                open(os.path.join(tmp, "words.int32"), "wb") as words_file:
             for ids, words in blocks:
                 ids_file.write(_padded(ids, max_len, 0).tobytes())
                 words_file.write(_padded(words, max_len, SPECIAL).tobytes())
                 count += 1
-        for raw, name in (("ids.raw", "blocks.npy"), ("words.raw", "words.npy")):
-            source = np.memmap(os.path.join(tmp, raw), dtype=np.int32, mode="r", shape=(count, max_len)) \
-                if count else np.zeros((0, max_len), np.int32)
-            target = np.lib.format.open_memmap(os.path.join(tmp, name), mode="w+", dtype=np.int32,
-                                               shape=(count, max_len))
-            for start in range(0, count, 4096):
-                target[start:start + 4096] = source[start:start + 4096]
-            target.flush()
-            del source, target
-            os.remove(os.path.join(tmp, raw))
         if count == 0:
             shutil.rmtree(tmp)
-        else:
-            os.replace(tmp, self.path)
+            return 0
+        with open(os.path.join(tmp, "shape.json"), "w", encoding="utf-8") as f:
+            json.dump([count, max_len], f)
+        shutil.rmtree(self.path, ignore_errors=True)
+        os.replace(tmp, self.path)
         return count
 
 
