@@ -55,3 +55,8 @@ def write_experiment(path, data_paths, encoder_dir, tmp_dir, name="tiny_exp", **
     with open(path, "w", encoding="utf-8") as f:
         yaml.safe_dump(experiment, f, allow_unicode=True)
     return path
+
+
+def saved_epoch(run_dir):
+    """The epoch (or pretraining chunk) whose resume state a run has on disk; 0 before the first."""
+    return (run_dir.resume_state() or {}).get("epoch", 0)

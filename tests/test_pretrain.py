@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
+from tests.helpers import saved_epoch
 from xtune_keras.errors import XtuneError
 from xtune_keras.recipes import run_recipe
 from xtune_keras.rundir import RunDir
@@ -98,14 +99,6 @@ def test_a_finetuning_experiment_reads_the_output_folder(pretrained, tmp_path):
     assert run_recipe(load_config(path), echo=False)["epochs_run"] == 1
 
 
-def saved_chunk(run_dir):
-    try:
-        with open(os.path.join(run_dir.resume_dir, "state.json"), encoding="utf-8") as f:
-            return json.load(f)["epoch"]
-    except (OSError, ValueError):
-        return 0
-
-
 def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(pretrained, tmp_path):
     overrides = ["output.dir=%s" % (tmp_path / "out"), "output.runs_dir=%s" % (tmp_path / "runs"),
                  "train.epochs=4", "train.ema_momentum=0.9"]
@@ -116,12 +109,12 @@ def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(pretrained, tmp_
     run_dir = RunDir.of(load_config(pretrained["yaml"], overrides, recipe="pretrain"))
     process = subprocess.Popen(command + overrides, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
-    while saved_chunk(run_dir) < 3 and time.time() < deadline:
+    while saved_epoch(run_dir) < 3 and time.time() < deadline:
         assert process.poll() is None, "the run ended before it could be killed"
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert not run_dir.finished() and saved_chunk(run_dir) >= 3
+    assert not run_dir.finished() and saved_epoch(run_dir) >= 3
     again = subprocess.run(command + overrides, check=True, capture_output=True, text=True)
     assert "resuming" in again.stdout
     expected = RunDir.of(load_config(pretrained["yaml"], whole, recipe="pretrain"))

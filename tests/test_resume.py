@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.helpers import write_experiment, write_multilabel_csvs
+from tests.helpers import saved_epoch, write_experiment, write_multilabel_csvs
 from xtune_keras.rundir import RunDir
 from xtune_keras.schema import load_config
 
@@ -33,14 +33,6 @@ def experiment(tiny_ckpt, tmp_path_factory):
 def train_command(yaml_path, where):
     outputs = ["output.runs_dir=%s" % os.path.join(where, "runs"), "output.h5=%s" % os.path.join(where, "m.h5")]
     return [sys.executable, "-m", "xtune_keras.cli", "train", yaml_path] + outputs, outputs
-
-
-def saved_epoch(run_dir):
-    try:
-        with open(os.path.join(run_dir.resume_dir, "state.json"), encoding="utf-8") as f:
-            return json.load(f)["epoch"]
-    except (OSError, ValueError):
-        return 0
 
 
 def without_seconds(rows):

@@ -140,14 +140,15 @@ KEYS = {
 # Further pretraining (``recipe: pretrain``, ``xtune pretrain``): its own sections; the keys it
 # shares with fine-tuning are the same declarations.
 SEGMENTERS = ("jieba", "whitespace", "none")
-_SHARED = ("name", "seed", "encoder.dir", "encoder.config", "encoder.checkpoint", "encoder.vocab", "encoder.model",
-           "encoder.dropout", "encoder.attention_dropout", "train.optimizer", "train.encoder_lr_ratio",
-           "train.layer_decay", "train.lr_multipliers", "train.weight_decay", "train.clip_norm", "train.warmup_steps",
-           "train.lr_decay", "train.grad_accum_steps", "train.ema_momentum", "train.deterministic",
-           "output.runs_dir", "output.tensorboard")
+
+
+def _shared(*names):
+    """Keys pretraining shares with fine-tuning: the very same declarations."""
+    return {dotted: KEYS[dotted] for dotted in names}
+
 
 PRETRAIN_KEYS = {
-    **{dotted: KEYS[dotted] for dotted in _SHARED[:2]},
+    **_shared("name", "seed"),
     "recipe": Key("pretrain", "str", "pretrain: masked-language-model training of the encoder (recipes/pretrain.py)"),
     "corpus.files": Key([], "columns", "text files (one document per line) or tables (csv, tsv, jsonl, json, "
                                        "xlsx, parquet) with corpus.columns"),
@@ -167,10 +168,13 @@ PRETRAIN_KEYS = {
     "masking.segmenter": Key("jieba", "choice", "whole words: jieba (Chinese; hfl's wwm), whitespace (words and "
                                                 "their ## pieces), none (token level)", SEGMENTERS),
     "masking.max_len": Key(128, "int", "tokens per packed block, [CLS] and [SEP] included", ">= 8"),
-    **{dotted: KEYS[dotted] for dotted in _SHARED[2:9]},
+    **_shared("encoder.dir", "encoder.config", "encoder.checkpoint", "encoder.vocab", "encoder.model",
+              "encoder.dropout", "encoder.attention_dropout"),
     "encoder.fresh_head": Key(False, "bool", "start the MLM head fresh even if the checkpoint has one (hfl's "
                                              "RoBERTa-wwm-ext ships an untrained head)"),
-    **{dotted: KEYS[dotted] for dotted in _SHARED[9:20]},
+    **_shared("train.optimizer", "train.encoder_lr_ratio", "train.layer_decay", "train.lr_multipliers",
+              "train.weight_decay", "train.clip_norm", "train.warmup_steps", "train.lr_decay",
+              "train.grad_accum_steps", "train.ema_momentum", "train.deterministic"),
     "train.lr": Key(5e-5, "number", "learning rate (Sun et al. ITPT: 5e-5)", "> 0"),
     "train.batch_size": Key(32, "int", "blocks per step", ">= 1"),
     "train.epochs": Key(1, "int", "passes over the corpus (fresh masks every epoch)", ">= 1"),
@@ -178,7 +182,7 @@ PRETRAIN_KEYS = {
     "train.eval_every": Key(100, "int", "steps between held-out evaluations (and metrics.jsonl lines)", ">= 1"),
     "output.dir": Key(None, "path", "the Google-format checkpoint folder; null: checkpoints/<name>",
                       hashed="never"),
-    **{dotted: KEYS[dotted] for dotted in _SHARED[20:]},
+    **_shared("output.runs_dir", "output.tensorboard"),
 }
 
 SCHEMAS = {"finetune": KEYS, "pretrain": PRETRAIN_KEYS}

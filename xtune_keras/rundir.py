@@ -26,6 +26,7 @@ class RunDir:
     METRICS = "metrics.jsonl"
     RESULT = "result.json"
     RESUME = "resume"
+    RESUME_STATE = "state.json"  # in resume/: the epoch and callback state (train/resume.py writes it)
     TENSORBOARD = "tensorboard"
 
     def __init__(self, path):
@@ -60,6 +61,15 @@ class RunDir:
     @property
     def metrics_path(self):
         return self.file(self.METRICS)
+
+    def resume_state(self):
+        """The ``resume/state.json`` of an unfinished run, or None (none yet, or the run finished
+        and removed its resume folder meanwhile)."""
+        try:
+            with open(os.path.join(self.resume_dir, self.RESUME_STATE), encoding="utf-8") as f:
+                return json.load(f)
+        except FileNotFoundError:
+            return None
 
     def finished(self):
         return os.path.isfile(self.file(self.RESULT))

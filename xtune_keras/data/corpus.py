@@ -23,7 +23,7 @@ TEXT_EXTENSIONS = (".txt", ".text", "")
 CHUNK = 1 << 20
 
 
-def documents(corpus, where="corpus"):
+def documents(corpus):
     """Every document of the corpus, as text, in source order."""
     for path in corpus["files"]:
         if os.path.splitext(path)[1].lower() in TEXT_EXTENSIONS:

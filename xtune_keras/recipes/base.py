@@ -45,6 +45,16 @@ class Recipe:
         self.run_dir.write_result(self.result)
         return self.result
 
+    def open_run_dir(self, labels=None):
+        """Ready the run folder. Sets ``resumed`` (the saved state of a killed attempt; None for a
+        fresh run or with ``force``) and ``initial_epoch`` (the epochs that attempt finished);
+        metrics logged after that state was saved are dropped, since they are trained again."""
+        self.resumed = None if self.force else self.run_dir.resume_state()
+        self.initial_epoch = self.resumed["epoch"] if self.resumed else 0
+        self.run_dir.start(self.config, labels, resume=self.resumed is not None)
+        if self.resumed:
+            self.run_dir.keep_epochs(self.initial_epoch)
+
     def notify(self, event):
         for hook in self.hooks:
             method = getattr(hook, event, None)

@@ -20,9 +20,9 @@ from xtune_keras.model.classifier import build_classifier, freeze_layers, unfree
 from xtune_keras.model.encoders import read_config
 from xtune_keras.model.losses import ACTIVATIONS, build_loss, loss_type
 from xtune_keras.model.modelfile import update_meta
-from xtune_keras.recipes import RECIPES
+from xtune_keras.recipes import RECIPES, run_recipe
 from xtune_keras.recipes.base import Recipe
-from xtune_keras.schema import config_hash, h5_path
+from xtune_keras.schema import config_hash, h5_path, load_config
 from xtune_keras.train import callbacks as cb
 from xtune_keras.train import resume
 from xtune_keras.train.adversarial import build_trainer, saveable_model
@@ -103,13 +103,10 @@ class FineTuneRecipe(Recipe):
                                             pool_batches=train["length_pool"],
                                             micro_batches=train["micro_batches"] if name == "train" else 1)
                         for name in self.prepared["encoded"]}
-        self.resumed = None if self.force else resume.read_state(self.run_dir.resume_dir)
-        self.initial_epoch = self.resumed["epoch"] if self.resumed else 0
+        self.open_run_dir(self.labels)
         for _ in range(self.initial_epoch):  # the orders the finished epochs drew, drawn again
             self.batches["train"].on_epoch_end()
-        self.run_dir.start(config, self.labels, resume=self.resumed is not None)
         if self.resumed:
-            self.run_dir.keep_epochs(self.initial_epoch)
             self.say("resuming %s at epoch %d of %d" % (self.run_dir.path, self.initial_epoch + 1, train["epochs"]))
 
     def pretrained(self, config):
@@ -117,9 +114,6 @@ class FineTuneRecipe(Recipe):
         pretraining, run now unless it finished before (its run folder is keyed on its config)."""
         if not config["encoder"]["pretrain"]:
             return config
-        from xtune_keras.recipes import run_recipe
-        from xtune_keras.schema import load_config
-
         pretrain = load_config(config["encoder"]["pretrain"], recipe="pretrain")
         self.say("encoder.pretrain: %s" % config["encoder"]["pretrain"])
         done = run_recipe(pretrain, echo=self.echo)

@@ -99,11 +99,9 @@ class PretrainRecipe(Recipe):
                          if len(valid_idx) else None)
         self.counts = {"blocks": len(blocks), "train_blocks": len(train_idx), "valid_blocks": len(valid_idx),
                        "steps": self.chunks * chunk_size, "chunk_steps": chunk_size}
-        self.resumed = None if self.force else resume.read_state(self.run_dir.resume_dir)
-        self.initial_epoch = self.stream.chunk = self.resumed["epoch"] if self.resumed else 0
-        self.run_dir.start(config, resume=self.resumed is not None)
+        self.open_run_dir()
+        self.stream.chunk = self.initial_epoch
         if self.resumed:
-            self.run_dir.keep_epochs(self.initial_epoch)
             self.say("resuming %s after step %d of %d" % (self.run_dir.path, self.initial_epoch * chunk_size,
                                                            self.counts["steps"]))
 

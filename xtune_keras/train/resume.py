@@ -20,18 +20,8 @@ import shutil
 import tensorflow as tf
 from bert4keras.backend import keras
 
+from xtune_keras.rundir import RunDir
 from xtune_keras.train.optimizers import apply_ema, restore_weights
-
-STATE = "state.json"
-
-
-def read_state(directory):
-    """The saved ``state.json`` of an unfinished run, or None."""
-    path = os.path.join(directory, STATE)
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
 
 
 def restore_training(directory, state, model, optimizer):
@@ -44,7 +34,7 @@ def restore_training(directory, state, model, optimizer):
 class ResumeState(keras.callbacks.Callback):
     """Put it LAST in the callback list: it records what the callbacks before it decided.
 
-    ``stateful``: ``{name: (callback, [attribute, ...])}``; ``restored``: a ``read_state`` dict
+    ``stateful``: ``{name: (callback, [attribute, ...])}``; ``restored``: a ``RunDir.resume_state()`` dict
     whose attributes are put back when training begins (after the callbacks reset themselves)."""
 
     def __init__(self, directory, optimizer, stateful, restored=None):
@@ -76,7 +66,7 @@ class ResumeState(keras.callbacks.Callback):
                  "python_random": random.getstate(),
                  "callbacks": {key: {a: _plain(getattr(callback, a)) for a in attributes}
                                for key, (callback, attributes) in self.stateful.items()}}
-        path = os.path.join(self.directory, STATE)
+        path = os.path.join(self.directory, RunDir.RESUME_STATE)
         with open(path + ".tmp", "w", encoding="utf-8") as f:
             json.dump(state, f)
         os.replace(path + ".tmp", path)
