@@ -101,7 +101,7 @@ def test_missing_jieba_is_one_line(monkeypatch):
 
 
 def test_sentencepiece_pieces_get_jieba_and_whitespace_words():
-    pytest.importorskip("sentencepiece")
+    pytest.importorskip("sentencepiece", reason="pip install sentencepiece (make install does)")
     from tests.test_export_sentencepiece import train_sentencepiece
     from xtune_keras.model.encoders import SentencePieceTokenizer
 
