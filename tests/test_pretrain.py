@@ -128,6 +128,28 @@ def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(pretrained, tmp_
         np.testing.assert_allclose(got[name], want[name], atol=1e-6, err_msg=name)
 
 
+def test_save_every_keeps_a_resume_checkpoint_every_few_evaluations(pretrained, tmp_path):
+    from bert4keras.backend import keras
+
+    class SeenAtEachChunk:
+        def __init__(self):
+            self.saved = []
+
+        def callbacks(self, recipe):
+            seen = self.saved
+            return [keras.callbacks.LambdaCallback(
+                on_epoch_begin=lambda epoch, logs: seen.append(saved_epoch(recipe.run_dir)))]
+
+    hook = SeenAtEachChunk()
+    overrides = ["output.dir=%s" % (tmp_path / "out"), "output.runs_dir=%s" % (tmp_path / "runs"),
+                 "train.save_every=25"]
+    result = run_recipe(load_config(pretrained["yaml"], overrides, recipe="pretrain"), echo=False, hooks=[hook])
+    chunks = result["steps"] // result["chunk_steps"]
+    assert result["chunk_steps"] == 10 and chunks > 3
+    assert hook.saved == [3 * (chunk // 3) for chunk in range(chunks)]
+    assert RunDir(result["run_dir"]).finished()
+
+
 @pytest.mark.parametrize("content, override, message", [
     ("\n  \n\n", [], "the corpus has no usable line"),
     (b"good line\n\xff\xfe bad\n", [], "corpus.txt line 2: not UTF-8 text"),

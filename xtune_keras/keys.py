@@ -180,6 +180,9 @@ PRETRAIN_KEYS = {
     "train.epochs": Key(1, "int", "passes over the corpus (fresh masks every epoch)", ">= 1"),
     "train.max_steps": Key(None, "int", "stop after this many optimizer steps (null: all epochs)", ">= 1"),
     "train.eval_every": Key(100, "int", "steps between held-out evaluations (and metrics.jsonl lines)", ">= 1"),
+    "train.save_every": Key(None, "int", "steps between resume checkpoints, rounded up to whole evaluation "
+                                         "intervals (null: at every evaluation); the last step is always saved",
+                            ">= 1", hashed="never"),
     "output.dir": Key(None, "path", "the Google-format checkpoint folder; null: checkpoints/<name>",
                       hashed="never"),
     **_shared("output.runs_dir", "output.tensorboard"),

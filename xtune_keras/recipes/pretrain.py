@@ -52,6 +52,11 @@ def chunking(total_steps, eval_every):
     return chunks, int(math.ceil(total_steps / chunks))
 
 
+def saving_interval(save_every, chunk_steps):
+    """Chunks between resume checkpoints: ``save_every`` steps rounded up to whole chunks."""
+    return 1 if not save_every else max(1, int(math.ceil(save_every / chunk_steps)))
+
+
 class HeldOutMLM(keras.callbacks.Callback):
     """After each chunk: the optimizer step and the held-out ``val_loss``, ``val_mlm_acc``,
     ``val_perplexity`` into the logs (so the logger, TensorBoard and the resume state see them)."""
@@ -124,7 +129,9 @@ class PretrainRecipe(Recipe):
                                                   cb.MetricsLogger(self.run_dir.metrics_path, echo=self.echo)]
         if self.config["output"]["tensorboard"]:
             self.callbacks.append(cb.tensorboard(self.run_dir.tensorboard_dir))
-        self.callbacks.append(resume.ResumeState(self.run_dir.resume_dir, self.optimizer, {}, self.resumed))
+        every = saving_interval(self.config["train"]["save_every"], self.counts["chunk_steps"])
+        self.callbacks.append(resume.ResumeState(self.run_dir.resume_dir, self.optimizer, {}, self.resumed,
+                                                 every=every, last=self.chunks))
 
     def fit(self):
         if self.initial_epoch < self.chunks:

@@ -35,12 +35,14 @@ class ResumeState(keras.callbacks.Callback):
     """Put it LAST in the callback list: it records what the callbacks before it decided.
 
     ``stateful``: ``{name: (callback, [attribute, ...])}``; ``restored``: a ``RunDir.resume_state()`` dict
-    whose attributes are put back when training begins (after the callbacks reset themselves)."""
+    whose attributes are put back when training begins (after the callbacks reset themselves);
+    ``every``: save after every ``every``-th epoch only, and always after epoch ``last``."""
 
-    def __init__(self, directory, optimizer, stateful, restored=None):
+    def __init__(self, directory, optimizer, stateful, restored=None, every=1, last=None):
         super().__init__()
         self.directory, self.optimizer, self.stateful = directory, optimizer, stateful
         self.restored = restored
+        self.every, self.last = every, last
 
     def on_train_begin(self, logs=None):
         if self.restored is None:
@@ -53,6 +55,8 @@ class ResumeState(keras.callbacks.Callback):
         self.restored = None  # a second fit (gradual unfreezing) starts its callbacks afresh
 
     def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every and epoch + 1 != self.last and not self.model.stop_training:
+            return
         name = "epoch-%d" % (epoch + 1)
         os.makedirs(self.directory, exist_ok=True)
         # EMAWeights swapped the averages in for validation; the state to resume is the trained one.
