@@ -43,6 +43,7 @@ MODULE_MARKS = {
     "test_generalize": ("slow", "subprocess"),
     "test_heads": ("slow", "subprocess"),
     "test_losses": ("subprocess",),
+    "test_multitask": ("slow", "subprocess"),
     "test_optimizers": ("slow", "subprocess"),
     "test_options": ("slow",),
     "test_pretrain": ("slow", "subprocess"),

@@ -98,3 +98,43 @@ def test_every_generalization_cell_builds_on_tiny_checkpoint(path, tiny_ckpt, tm
     assert [config["encoder"]["freeze"] for *_, config in runs] == [True, True, False, False]
     for name, _seed, _overrides, config in runs:
         assert build_for_training(config).name == "xtune_classifier", name
+
+
+MULTITASK = sorted(glob.glob(os.path.join(ROOT, "experiments", "multitask", "*.yaml")))
+
+
+def test_there_are_multitask_experiments():
+    assert MULTITASK
+
+
+@pytest.mark.parametrize("path", MULTITASK, ids=os.path.basename)
+def test_multitask_experiment_trains_on_tiny_checkpoint(path, tiny_ckpt, tmp_path):
+    """Every task gets tiny data with the columns it names (a single-label task: each row's first
+    label), through ``tasks.<name>.data.*`` overrides; one epoch writes every task's .h5."""
+    import csv
+
+    from xtune_keras.recipes import run_recipe
+
+    overrides = ["encoder.dir=%s" % tiny_ckpt["dir"], "train.epochs=1", "train.batch_size=8",
+                 "output.runs_dir=%s" % (tmp_path / "runs"), "output.h5=%s" % (tmp_path / "model.h5")]
+    for task in load_config(path)["tasks"]:
+        data, folder = task["data"], tmp_path / task["name"]
+        folder.mkdir()
+        paths = write_multilabel_csvs(str(folder), text1=data["text1"][0],
+                                      text2=data["text2"][0] if data["text2"] else "unused_text2", label=data["label"])
+        if not data["multi_label"]:
+            for part in paths.values():
+                with open(part, encoding="utf-8") as f:
+                    rows = list(csv.DictReader(f))
+                for row in rows:
+                    row[data["label"]] = row[data["label"]].split("|")[0]
+                with open(part, "w", newline="", encoding="utf-8") as f:
+                    writer = csv.DictWriter(f, list(rows[0]))
+                    writer.writeheader()
+                    writer.writerows(rows)
+        overrides += ["tasks.%s.data.%s=%s" % (task["name"], part, paths[part]) for part in ("train", "valid")]
+        overrides += ["tasks.%s.data.max_len=24" % task["name"], "tasks.%s.data.test=null" % task["name"]]
+    result = run_recipe(load_config(path, overrides), echo=False)
+    assert result["epochs_run"] == 1 and os.path.isfile(tmp_path / "model.h5")
+    for name, task in result["tasks"].items():
+        assert os.path.isfile(task["h5"]), name

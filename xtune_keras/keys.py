@@ -188,7 +188,42 @@ PRETRAIN_KEYS = {
     **_shared("output.runs_dir", "output.tensorboard"),
 }
 
-SCHEMAS = {"finetune": KEYS, "pretrain": PRETRAIN_KEYS}
+# Multi-task fine-tuning (``recipe: multitask``, or any file with ``tasks:``): one shared encoder
+# and its training options (fine-tuning's encoder.*, train.*, output.* declarations), a list of
+# tasks each with fine-tuning's data.* and model.* (TASK_KEYS), and how batches are drawn.
+SAMPLINGS = ("proportional", "temperature", "round_robin", "main_ratio")
+
+MULTITASK_KEYS = {
+    **_shared("name", "seed"),
+    "recipe": Key("multitask", "str", "multitask: one encoder, a main task and auxiliary tasks "
+                                      "(recipes/multitask.py)"),
+    "tasks": Key([], "any", "the tasks: a list of mappings {name, main, weight, data, model} (see the task "
+                            "keys below; data.* and model.* as in fine-tuning)"),
+    "multitask.sampling": Key("proportional", "choice", "which task each batch comes from: proportional (every "
+                              "task's batches once per epoch), temperature (size^(1/T), T5), round_robin, "
+                              "main_ratio (auxiliary batches capped at r x the main task's, MT-DNN)", SAMPLINGS),
+    "multitask.temperature": Key(2.0, "number", "temperature sampling: T (1: proportional; large: uniform)",
+                                 "> 0"),
+    "multitask.main_ratio": Key(1.0, "number", "main_ratio sampling: auxiliary batches per main batch, at most",
+                                "> 0"),
+    "multitask.loss_weighting": Key("fixed", "choice", "fixed (each task's weight) or uncertainty (Kendall et "
+                                    "al. 2018: exp(-s_i) L_i + s_i, s_i learned from -log(weight))",
+                                    ("fixed", "uncertainty")),
+    "multitask.only": Key(None, "columns", "train only these tasks (names; the main task among them), e.g. the "
+                                           "main task alone as an ablation's row 0; null: all"),
+    **{dotted: key for dotted, key in KEYS.items() if dotted.startswith(("encoder.", "train.", "output."))},
+}
+
+# One entry of ``tasks:``; its data.* and model.* are fine-tuning's declarations.
+TASK_KEYS = {
+    "name": Key(None, "str", "the task's name (required, unique): prefixes its metrics and names its .h5"),
+    "main": Key(False, "bool", "the main task (exactly one; implied when there is one task): its validation "
+                               "monitor drives early stopping, its .h5 keeps the experiment's name"),
+    "weight": Key(1.0, "number", "the task's loss weight (uncertainty weighting: the initial one)", "> 0"),
+    **{dotted: key for dotted, key in KEYS.items() if dotted.startswith(("data.", "model."))},
+}
+
+SCHEMAS = {"finetune": KEYS, "pretrain": PRETRAIN_KEYS, "multitask": MULTITASK_KEYS}
 
 
 def sections_of(keys):
@@ -228,11 +263,14 @@ def config_markdown():
                    for section in sections_of(keys)]
         if recipe == "finetune":
             groups.append(("`train.adversarial` (when given)", ["train.adversarial." + name for name in ADVERSARIAL]))
+        if recipe == "multitask":
+            groups.append(("Each entry of `tasks`", ["tasks[]." + dotted for dotted in TASK_KEYS]))
         for title, names in groups:
             lines += ["## " + title, "", "| key | default | type | allowed | hash | meaning |",
                       "|---|---|---|---|---|---|"]
             for dotted in names:
-                key = ADVERSARIAL[dotted.rsplit(".", 1)[1]] if dotted.startswith("train.adversarial.") else keys[dotted]
+                key = (ADVERSARIAL[dotted.rsplit(".", 1)[1]] if dotted.startswith("train.adversarial.")
+                       else TASK_KEYS[dotted[len("tasks[]."):]] if dotted.startswith("tasks[].") else keys[dotted])
                 allowed = " \\| ".join(_cell(v) for v in key.valid) if isinstance(key.valid, tuple) else key.valid or ""
                 lines.append("| `%s` | %s | %s | %s | %s | %s |" % (
                     dotted, _cell(key.default), key.kind, allowed,

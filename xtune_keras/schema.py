@@ -13,7 +13,7 @@ import os
 import yaml
 
 from xtune_keras.errors import XtuneError
-from xtune_keras.keys import ADVERSARIAL, KEYS, SCHEMAS, sections_of
+from xtune_keras.keys import ADVERSARIAL, KEYS, SCHEMAS, TASK_KEYS, sections_of
 
 
 def nested_defaults(keys=KEYS):
@@ -32,12 +32,13 @@ def nested_defaults(keys=KEYS):
 def load_config(path, overrides=(), where=None, recipe="finetune"):
     """Read a YAML experiment, apply ``key=value`` overrides, validate, fill defaults. Errors
     start with ``where`` (default: ``path``), e.g. the row of an ablation that set the value.
-    The file's ``recipe`` key (default: ``recipe``) chooses which keys it may hold."""
+    The file's ``recipe`` key (default: ``recipe``, or ``multitask`` when the file has ``tasks``)
+    chooses which keys it may hold."""
     where = where or path
     raw = _read_yaml(path)
     for item in overrides:
         _apply_override(raw, item, where)
-    keys = schema_of(raw.get("recipe") or recipe, where)
+    keys = schema_of(raw.get("recipe") or ("multitask" if "tasks" in raw else recipe), where)
     config = _merge(nested_defaults(keys), raw, (), where, sections_of(keys))
     if not config["name"]:
         config["name"] = os.path.splitext(os.path.basename(path))[0]
@@ -72,11 +73,21 @@ def _apply_override(raw, item, where):
     key, value = item.split("=", 1)
     parts = key.strip().split(".")
     node = raw
+    if parts[0] == "tasks" and len(parts) > 2:  # tasks.<task name>.data.train=...
+        node, parts = _task_named(raw, parts[1], item, where), parts[2:]
     for part in parts[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise XtuneError("%s: override %r: %s is not a section" % (where, item, part))
     node[parts[-1]] = yaml.safe_load(value)
+
+
+def _task_named(raw, name, item, where):
+    tasks = raw.get("tasks")
+    for task in tasks if isinstance(tasks, list) else []:
+        if isinstance(task, dict) and task.get("name") == name:
+            return task
+    raise XtuneError("%s: override %r: no task named '%s'" % (where, item, name))
 
 
 def schema_of(recipe, where):
@@ -177,13 +188,22 @@ def validate(config, where):
 
 
 def _required(config, where):
-    data, encoder = config["data"], config["encoder"]
+    _data_required(config, where)
+    _encoder_required(config, where)
+
+
+def _data_required(config, where):
+    data = config["data"]
     if not data["train"]:
         raise XtuneError("%s: data.train is required (a csv/tsv/jsonl/xlsx file)" % where)
     if not data["valid"] and not data["valid_ratio"]:
         raise XtuneError("%s: set data.valid (a file) or data.valid_ratio (e.g. 0.1)" % where)
     if not data["text1"]:
         raise XtuneError("%s: data.text1 must name at least one column" % where)
+
+
+def _encoder_required(config, where):
+    encoder = config["encoder"]
     if not encoder["dir"] and not encoder["config"] and not encoder["pretrain"]:
         raise XtuneError("%s: set encoder.dir (a Google-format BERT folder) or encoder.pretrain" % where)
     if encoder["pretrain"]:
@@ -281,6 +301,75 @@ def _pretrain_required(config, where):
                          % (where, masking["mask_ratio"], masking["random_ratio"]))
 
 
+def _tasks(config, where):
+    """``tasks``: each entry merged with the task keys' defaults and checked like a fine-tuning
+    experiment's data and model (errors name the task); unique names, one main task, and
+    ``multitask.only`` naming tasks that exist, the main one among them."""
+    tasks = config["tasks"]
+    if not isinstance(tasks, list) or not tasks:
+        raise XtuneError("%s: tasks must be a non-empty list of tasks {name, main, weight, data, model}" % where)
+    seen = set()
+    for i, raw in enumerate(tasks):
+        if not isinstance(raw, dict):
+            raise XtuneError("%s: tasks[%d] must be a mapping {name, main, weight, data, model}" % (where, i))
+        at = "%s: tasks[%d]%s" % (where, i, " '%s'" % raw["name"] if isinstance(raw.get("name"), str) else "")
+        task = tasks[i] = _merge(nested_defaults(TASK_KEYS), raw, (), at, sections_of(TASK_KEYS))
+        for dotted, key in TASK_KEYS.items():
+            section, _, name = dotted.rpartition(".")
+            node = task[section] if section else task
+            node[name] = check_value(dotted, node[name], at, key)
+        if not task["name"]:
+            raise XtuneError("%s: name is required" % at)
+        if task["name"] in seen:
+            raise XtuneError("%s: name: a second task named '%s'" % (at, task["name"]))
+        seen.add(task["name"])
+        view = dict(config, data=task["data"], model=task["model"])
+        for rule in (_data_required, _components, _threshold):
+            rule(view, at)
+    mains = [task["name"] for task in tasks if task["main"]]
+    if len(tasks) == 1 and not mains:
+        tasks[0]["main"], mains = True, [tasks[0]["name"]]
+    if len(mains) != 1:
+        raise XtuneError("%s: tasks: exactly one task must have main: true (got %s)"
+                         % (where, ", ".join(mains) if mains else "none"))
+    only = config["multitask"]["only"]
+    if only is not None:
+        for name in only:
+            if name not in seen:
+                raise XtuneError("%s: multitask.only: no task named '%s'; tasks: %s" % (where, name, ", ".join(seen)))
+        if mains[0] not in only:
+            raise XtuneError("%s: multitask.only must include the main task '%s'" % (where, mains[0]))
+
+
+def _shared_training(config, where):
+    """What one update per task's batch cannot share (each step updates one task's head)."""
+    train = config["train"]
+    if train["grad_accum_steps"] != 1:
+        raise XtuneError("%s: train.grad_accum_steps: not supported with tasks (each step updates the encoder and "
+                         "one task's head; use a larger train.batch_size)" % where)
+    if train["strategy"]:
+        raise XtuneError("%s: train.strategy: mirrored is not supported with tasks yet" % where)
+
+
+def active_tasks(config):
+    """The tasks a multi-task run trains (``multitask.only``, or all), the main one first."""
+    only = config["multitask"]["only"]
+    tasks = [task for task in config["tasks"] if only is None or task["name"] in only]
+    return sorted(tasks, key=lambda task: not task["main"])
+
+
+def task_config(config, task):
+    """One task of a multi-task config as a fine-tuning config: its data and model, the shared
+    encoder, train and output sections; the main task keeps the experiment's name and ``.h5``,
+    another task's are ``<name>.<task>`` and ``<h5 stem>.<task>.h5``."""
+    h5 = h5_path(config)
+    if not task["main"]:
+        h5 = "%s.%s.h5" % (os.path.splitext(h5)[0], task["name"])
+    name = config["name"] if task["main"] else "%s.%s" % (config["name"], task["name"])
+    return {"name": name, "seed": config["seed"], "recipe": "finetune", "data": task["data"], "model": task["model"],
+            "encoder": config["encoder"], "train": config["train"], "output": dict(config["output"], h5=h5)}
+
+
 def _optimizer(config, where):
     from xtune_keras.train.optimizers import OPTIMIZERS
 
@@ -288,22 +377,30 @@ def _optimizer(config, where):
 
 
 RULES = {"finetune": (_required, _recipe, _components, _optimizer, _threshold, _adversarial, _freezing, _strategy),
-         "pretrain": (_pretrain_required, _recipe, _optimizer)}
+         "pretrain": (_pretrain_required, _recipe, _optimizer),
+         "multitask": (_tasks, _encoder_required, _recipe, _optimizer, _adversarial, _freezing, _shared_training)}
 
 
 def config_hash(config):
     """Short stable hash of everything that changes results (see ``Key.hashed``)."""
-    relevant = copy.deepcopy(config)
-    for dotted, key in SCHEMAS.get(config.get("recipe"), KEYS).items():
+    relevant = _hashed_part(copy.deepcopy(config), SCHEMAS.get(config.get("recipe"), KEYS))
+    if isinstance(relevant.get("tasks"), list):
+        relevant["tasks"] = [_hashed_part(task, TASK_KEYS) if isinstance(task, dict) else task
+                             for task in relevant["tasks"]]
+    text = json.dumps(relevant, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:8]
+
+
+def _hashed_part(config, keys):
+    """``config`` without the keys that change no result (see ``Key.hashed``)."""
+    for dotted, key in keys.items():
         section, _, name = dotted.rpartition(".")
-        node = relevant.get(section) if section else relevant
+        node = config.get(section) if section else config
         if not isinstance(node, dict) or name not in node:
             continue
         if key.hashed == "never" or key.hashed == "if_changed" and node[name] == key.default:
             del node[name]
-    relevant = {k: v for k, v in relevant.items() if v != {}}
-    text = json.dumps(relevant, sort_keys=True, default=str)
-    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:8]
+    return {k: v for k, v in config.items() if v != {}}
 
 
 def hparam_keys():

@@ -53,7 +53,10 @@ class PaddedBatches(keras.utils.Sequence):
         return len(self.batches)
 
     def __getitem__(self, index):
-        picked = self.batches[index]
+        return self.batch_of(self.batches[index])
+
+    def batch_of(self, picked):
+        """The batch of the examples ``picked`` (indices into this table)."""
         if self.micro_batches > 1:
             parts = self.parts_of(picked)
             return tuple(self._inputs(part) for part in parts), tuple(self.labels[part] for part in parts)

@@ -43,12 +43,27 @@ def layer_output(transformer, index):
 def build_classifier(config_path, checkpoint_path, num_labels, heads, model="bert", output_layer=-1,
                      pool_layers=1, pool_mode="concat", dropout=None, attention_dropout=None):
     """A Keras model ``[Input-Token, Input-Segment] -> logits[num_labels]``."""
+    encoder = build_encoder(config_path, checkpoint_path, model, output_layer, pool_layers, pool_mode, dropout,
+                            attention_dropout)
+    return classifier_on(encoder, num_labels, heads, checkpoint_path)
+
+
+def build_encoder(config_path, checkpoint_path, model="bert", output_layer=-1, pool_layers=1, pool_mode="concat",
+                  dropout=None, attention_dropout=None):
+    """``(inputs, sequence the heads read, padding mask)`` of the pretrained encoder: what every
+    task's classifier of a multi-task run shares."""
     overrides = {k: v for k, v in (("dropout_rate", dropout), ("attention_dropout_rate", attention_dropout))
                  if v is not None}
     transformer = build_transformer(config_path, checkpoint_path, model=model, **overrides)
     inputs = transformer.model.inputs
     mask = PaddingMask(name="Padding-Mask")(inputs[0])
-    x = apply_heads(encoder_output(transformer, output_layer, pool_layers, pool_mode), mask, heads)
+    return inputs, encoder_output(transformer, output_layer, pool_layers, pool_mode), mask
+
+
+def classifier_on(encoder, num_labels, heads, checkpoint_path=None):
+    """The heads and the ``logits`` layer on an encoder of ``build_encoder``, as a model."""
+    inputs, sequence, mask = encoder
+    x = apply_heads(sequence, mask, heads)
     if len(x.shape) != 2:
         raise XtuneError("model.heads: the head stack ends on a sequence %s; end it with a pooling "
                          "head such as cls, pooler, avg, max or textcnn" % (tuple(x.shape),))

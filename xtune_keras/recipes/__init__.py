@@ -14,4 +14,4 @@ def run_recipe(config, force=False, echo=True, hooks=()):
     return RECIPES.get(config["recipe"], "recipe")(config, echo=echo, hooks=hooks).run(force=force)
 
 
-from xtune_keras.recipes import finetune, pretrain  # noqa: E402,F401  (register "finetune", "pretrain")
+from xtune_keras.recipes import finetune, multitask, pretrain  # noqa: E402,F401  (register the recipes)

@@ -55,6 +55,17 @@ def model_meta(config, labels, activation):
     return meta
 
 
+def split_batches(prepared, train, seed):
+    """``{split: PaddedBatches}``: training batches shuffled (and grouped or cut as ``train.*`` says),
+    the others in order."""
+    return {name: PaddedBatches(*prepared["encoded"][name], prepared["targets"][name],
+                                batch_size=train["batch_size"], shuffle=(name == "train"), seed=seed,
+                                group_by_length=train["group_by_length"] and name == "train",
+                                pool_batches=train["length_pool"],
+                                micro_batches=train["micro_batches"] if name == "train" else 1)
+            for name in prepared["encoded"]}
+
+
 def make_optimizer(train, classifier, num_layers, steps_per_epoch):
     """The optimizer of ``train.*``: Adam/AdamW, warmup and linear decay, head vs encoder LR,
     layer-wise decay, extra multipliers, gradient accumulation, EMA (see optimizers.py)."""
@@ -78,11 +89,15 @@ def make_optimizer(train, classifier, num_layers, steps_per_epoch):
 
 
 def make_trainer(classifier, train, activation):
+    return build_trainer(classifier, micro_batches=train["micro_batches"], **trainer_options(train, activation))
+
+
+def trainer_options(train, activation):
+    """The trainer's keyword arguments of ``train.adversarial`` and ``train.rdrop_alpha``."""
     adversarial = train["adversarial"] or {}
-    return build_trainer(classifier, method=adversarial.get("method"),
-                         epsilon=adversarial.get("epsilon", 1.0), alpha=adversarial.get("alpha", 0.3),
-                         steps=adversarial.get("steps", 3), rdrop_alpha=train["rdrop_alpha"],
-                         activation=activation, micro_batches=train["micro_batches"])
+    return dict(method=adversarial.get("method"), epsilon=adversarial.get("epsilon", 1.0),
+                alpha=adversarial.get("alpha", 0.3), steps=adversarial.get("steps", 3),
+                rdrop_alpha=train["rdrop_alpha"], activation=activation)
 
 
 @RECIPES.register("finetune")
@@ -96,13 +111,7 @@ class FineTuneRecipe(Recipe):
         set_seed(config["seed"], train["deterministic"])
         self.prepared = prepare_data(self.pretrained(config))
         self.labels, self.targets = self.prepared["labels"], self.prepared["targets"]
-        self.batches = {name: PaddedBatches(*self.prepared["encoded"][name], self.targets[name],
-                                            batch_size=train["batch_size"], shuffle=(name == "train"),
-                                            seed=config["seed"],
-                                            group_by_length=train["group_by_length"] and name == "train",
-                                            pool_batches=train["length_pool"],
-                                            micro_batches=train["micro_batches"] if name == "train" else 1)
-                        for name in self.prepared["encoded"]}
+        self.batches = split_batches(self.prepared, train, config["seed"])
         self.open_run_dir(self.labels)
         for _ in range(self.initial_epoch):  # the orders the finished epochs drew, drawn again
             self.batches["train"].on_epoch_end()
@@ -179,36 +188,48 @@ class FineTuneRecipe(Recipe):
         elif self.resumed["callbacks"]["h5_checkpoint"]["best_epoch"] is not None:
             self.checkpoint.best_epoch = self.resumed["callbacks"]["h5_checkpoint"]["best_epoch"]
         if train["restore_best"] and self.checkpoint.best_epoch is not None:
-            self.classifier.load_weights(self.h5_path)
+            self.restore_best()
+
+    def restore_best(self):
+        self.classifier.load_weights(self.h5_path)
 
     def evaluate(self):
-        config, data = self.config, self.config["data"]
+        config = self.config
         best_epoch = self.checkpoint.best_epoch
         self.result = {
             "name": config["name"], "seed": config["seed"], "config_hash": config_hash(config),
-            "run_dir": self.run_dir.path, "h5": self.h5_path, "monitor": config["train"]["monitor"],
+            "run_dir": self.run_dir.path, "monitor": config["train"]["monitor"],
             "best_epoch": best_epoch, "epochs_run": len(self.epoch_logs),
             "best": self.epoch_logs[best_epoch - 1] if best_epoch else {},
-            "num_labels": len(self.labels),
-            "examples": {name: len(ex) for name, ex in self.prepared["splits"].items()},
         }
-        self.logits = {}
-        threshold = self.meta["threshold"]
-        if config["model"]["threshold"] == "tuned" and best_epoch is not None:
-            self.logits["valid"] = self.predict("valid")  # one pass serves tuning and its report
-            threshold = tune_and_store_thresholds(self.logits["valid"], self.targets["valid"], self.activation,
-                                                  self.h5_path)
-            self.result["thresholds"] = threshold
-            self.result["valid_tuned"] = cb.evaluate_logits(self.logits["valid"], self.targets["valid"], self.loss,
-                                                            self.activation, data["multi_label"], threshold)
-        if "test" in self.batches:
-            self.logits["test"] = self.predict("test")
-            self.result["test"] = cb.evaluate_logits(self.logits["test"], self.targets["test"], self.loss,
-                                                     self.activation, data["multi_label"], threshold)
+        scores, self.logits = score_classifier(config, self.classifier, self.batches, self.targets, self.loss,
+                                               self.activation, self.meta["threshold"], self.h5_path,
+                                               best_epoch, self.verbose)
+        self.result.update(scores, num_labels=len(self.labels),
+                           examples={name: len(ex) for name, ex in self.prepared["splits"].items()})
 
-    def predict(self, split):
-        inputs = _inputs_only(self.batches[split])
-        return inputs.in_input_order(self.classifier.predict(inputs, verbose=self.verbose))
+
+def score_classifier(config, classifier, batches, targets, loss, activation, threshold, h5_path, best_epoch,
+                     verbose=0):
+    """``(scores, logits)`` of a trained classifier: with ``model.threshold: tuned``, per-label
+    thresholds tuned on validation (and written into the ``.h5``), then the test split scored."""
+    multi_label = config["data"]["multi_label"]
+    scores, logits = {"h5": h5_path}, {}
+
+    def predict(split):
+        inputs = _inputs_only(batches[split])
+        return inputs.in_input_order(classifier.predict(inputs, verbose=verbose))
+
+    if config["model"]["threshold"] == "tuned" and best_epoch is not None:
+        logits["valid"] = predict("valid")  # one pass serves tuning and its report
+        threshold = tune_and_store_thresholds(logits["valid"], targets["valid"], activation, h5_path)
+        scores["thresholds"] = threshold
+        scores["valid_tuned"] = cb.evaluate_logits(logits["valid"], targets["valid"], loss, activation, multi_label,
+                                                   threshold)
+    if "test" in batches:
+        logits["test"] = predict("test")
+        scores["test"] = cb.evaluate_logits(logits["test"], targets["test"], loss, activation, multi_label, threshold)
+    return scores, logits
 
 
 def run_experiment(config, force=False, echo=True, hooks=()):
@@ -243,19 +264,22 @@ def fit_in_phases(model, train_batches, callbacks, epochs, unfreeze_epoch, froze
     training after that many epochs (gradual unfreezing, Howard & Ruder 2018). Keras needs a
     recompile to see a change of ``trainable``; the optimizer object (and its slots) is kept. The
     History of both phases is merged. EarlyStopping restarts its patience in the second phase."""
+    shuffle = getattr(train_batches, "shuffle", True)  # Keras orders the batches (not round-robin tasks)
     if not unfreeze_epoch or unfreeze_epoch >= epochs:
         return model.fit(train_batches, initial_epoch=initial_epoch, epochs=epochs, callbacks=callbacks,
-                         verbose=verbose)
+                         verbose=verbose, shuffle=shuffle)
     first = None
     if initial_epoch < unfreeze_epoch:
         first = model.fit(train_batches, initial_epoch=initial_epoch, epochs=unfreeze_epoch, callbacks=callbacks,
-                          verbose=verbose)
+                          verbose=verbose, shuffle=shuffle)
         if model.stop_training:
             return first
-    unfreeze_layers(saveable_model(model), frozen)  # the classifier's layers, also inside a trainer
+    # the classifier's layers, also inside a trainer; every task's classifier of a multi-task model
+    for classifier in getattr(model, "classifiers", [saveable_model(model)]):
+        unfreeze_layers(classifier, frozen)
     recompile()
     second = model.fit(train_batches, initial_epoch=max(initial_epoch, unfreeze_epoch), epochs=epochs,
-                       callbacks=callbacks, verbose=verbose)
+                       callbacks=callbacks, verbose=verbose, shuffle=shuffle)
     if first is not None:
         second.epoch = first.epoch + second.epoch
         second.history = {k: first.history.get(k, []) + v for k, v in second.history.items()}

@@ -163,6 +163,10 @@ class AdversarialTrainer(keras.Model):
             return tf.concat([self.classifier(x, training=training) for x in inputs], 0)
         return self.classifier(inputs, training=training)
 
+    def step_variables(self):
+        """What a step updates: the classifier's trainable variables (frozen layers stay out)."""
+        return list(self.classifier.trainable_variables)
+
     def task_loss(self, y, logits, sample_weight=None):
         return self.compiled_loss(y, logits, sample_weight, regularization_losses=self.classifier.losses)
 
@@ -216,7 +220,7 @@ class AdversarialTrainer(keras.Model):
         (None: not scaled); gradients w.r.t. the trainable variables (if ``with_variables``) and
         then the embedding matrix (if perturbing)."""
         embeddings = self.embeddings if self.method else None
-        watched = (list(self.classifier.trainable_variables) if with_variables else []) + (
+        watched = (self.step_variables() if with_variables else []) + (
             [embeddings] if embeddings is not None else [])
         with tf.GradientTape() as tape:
             if embeddings is not None:
@@ -240,7 +244,7 @@ class AdversarialTrainer(keras.Model):
     def compute_gradients(self, data):
         """``(gradients, variables, clean logits per part, logs)`` of one batch, nothing applied yet."""
         parts = micro_batches_of(data)
-        variables = self.classifier.trainable_variables  # frozen layers stay out
+        variables = self.step_variables()
         loss, logits, logs, grads, g_embedding = self.loss_and_gradients(parts, variables)
         logs = dict(logs, loss=loss)
         if self.method:

@@ -32,19 +32,26 @@ def evaluate_logits(logits, y_true, loss_fn, activation, multi_label, threshold=
 
 
 class ValidationMetrics(keras.callbacks.Callback):
-    """One forward pass over the validation batches per epoch; adds ``val_<metric>`` to the logs."""
+    """One forward pass over the validation batches per epoch; adds ``val_<metric>`` to the logs.
 
-    def __init__(self, batches, y_true, loss_fn, activation, multi_label, threshold=0.5):
+    ``predictor``: the model to predict with (default: the one being fit); ``prefixes``: the
+    names the metrics go under (a multi-task run: ``<task>_val_``, and ``val_`` for the main task)."""
+
+    def __init__(self, batches, y_true, loss_fn, activation, multi_label, threshold=0.5, predictor=None,
+                 prefixes=("val_",)):
         super().__init__()
         self.batches, self.y_true = batches, y_true
         self.loss_fn, self.activation = loss_fn, activation
         self.multi_label, self.threshold = multi_label, threshold
+        self.predictor, self.prefixes = predictor, prefixes
 
     def on_epoch_end(self, epoch, logs=None):
-        logits = self.batches.in_input_order(self.model.predict(self.batches, verbose=0))
+        model = self.predictor or self.model
+        logits = self.batches.in_input_order(model.predict(self.batches, verbose=0))
         scores = evaluate_logits(logits, self.y_true, self.loss_fn, self.activation,
                                  self.multi_label, self.threshold)
-        logs.update({"val_" + k: v for k, v in scores.items()})
+        for prefix in self.prefixes:
+            logs.update({prefix + k: v for k, v in scores.items()})
 
 
 class MetricsLogger(keras.callbacks.Callback):
@@ -77,9 +84,10 @@ class NamedH5Checkpoint(keras.callbacks.Callback):
     """Saves the model to its named ``.h5`` (e.g. ``bert_texcnn_Realmutil_mlps_v2(619).h5``)
     whenever the monitored value improves, with the metadata that ``xtune predict`` needs."""
 
-    def __init__(self, path, monitor, meta, token_dict, include_optimizer=False):
+    def __init__(self, path, monitor, meta, token_dict, include_optimizer=False, target=None):
         super().__init__()
         self.path, self.monitor, self.meta, self.token_dict = path, monitor, meta, token_dict
+        self.target = target  # the model to save (a multi-task run: one task's classifier)
         self.include_optimizer = include_optimizer
         self.better = np.less if monitor_mode(monitor) == "min" else np.greater
         self.best, self.best_epoch = None, None
@@ -92,7 +100,7 @@ class NamedH5Checkpoint(keras.callbacks.Callback):
             self.best, self.best_epoch = float(value), epoch + 1
             meta = dict(self.meta, epoch=epoch + 1, monitor=self.monitor, monitor_value=float(value))
             # the classifier, not an adversarial training wrapper around it
-            save_model_file(saveable_model(self.model), self.path, meta, self.token_dict,
+            save_model_file(self.target or saveable_model(self.model), self.path, meta, self.token_dict,
                             self.include_optimizer)
 
 
