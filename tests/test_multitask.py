@@ -187,6 +187,14 @@ def test_each_task_h5_is_a_standalone_classifier_predicting_as_its_head_did(trai
                                "--quiet"], capture_output=True, text=True)
         scores = json.loads(done.stdout[done.stdout.index("{"):])
         assert scores["macro_f1"] == pytest.approx(result["tasks"][task.name]["test"]["macro_f1"], abs=1e-6)
+    # an auxiliary task's file exports like any model; the SavedModel predicts what its head did
+    aux = recipe.tasks[1]
+    exported, out = str(tmp_path / "exported"), str(tmp_path / "exported.csv")
+    for command in (["export", aux.h5_path, exported], ["predict", exported, aux.data["test"], "-o", out, "--quiet"]):
+        done = subprocess.run([sys.executable, "-m", "xtune_keras.cli"] + command, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+    got = pd.read_csv(out)[["prob_" + name for name in aux.labels.names]].to_numpy()
+    np.testing.assert_allclose(got, ACTIVATIONS[aux.activation](np.asarray(aux.logits["test"], np.float64)), atol=1e-4)
 
 
 def test_one_task_file_trains_like_the_plain_experiment(tiny_ckpt, data, tmp_path):
