@@ -47,6 +47,7 @@ MODULE_MARKS = {
     "test_optimizers": ("slow", "subprocess"),
     "test_options": ("slow",),
     "test_pretrain": ("slow", "subprocess"),
+    "test_reproduce": ("slow", "subprocess", "assets"),
     "test_resume": ("slow", "subprocess"),
     "test_roundtrip": ("slow", "subprocess"),
     "test_strategy": ("slow", "subprocess"),

@@ -212,3 +212,16 @@ def test_every_shipped_preset_runs_scaled_down_on_the_tiny_checkpoint(path, tiny
             "output.runs_dir=%s" % (tmp_path / "r")]
     result = run_recipe(load_config(path, tiny, recipe="pretrain"), echo=False)
     assert result["steps"] == 4 and os.path.isfile(tmp_path / "out" / "bert_model.ckpt.index")
+
+
+def test_an_edited_pretraining_yaml_changes_the_fine_tuning_runs_hash(tiny_ckpt, tmp_path):
+    from tests.helpers import write_experiment, write_multilabel_csvs
+    from xtune_keras.schema import config_hash
+
+    pretrain = write_pretrain(tmp_path, tiny_ckpt, name="tapt_hash", train={"epochs": 1})
+    path = write_experiment(str(tmp_path / "exp.yaml"), write_multilabel_csvs(str(tmp_path)), tiny_ckpt["dir"],
+                            str(tmp_path), encoder={"pretrain": pretrain})
+    before = config_hash(load_config(path))
+    assert config_hash(load_config(path)) == before
+    write_pretrain(tmp_path, tiny_ckpt, name="tapt_hash", train={"epochs": 2})  # same file, new settings
+    assert config_hash(load_config(path)) != before

@@ -1,6 +1,7 @@
 """``xtune`` command line. Bad input ends with one line ``xtune: error: ...`` and exit status 2."""
 import argparse
 import json
+import os
 import sys
 
 from xtune_keras.errors import XtuneError
@@ -84,6 +85,13 @@ def cmd_generalize(args):
 def backend_options(args):
     return {"backend": args.backend, "address": args.address, "cpus": args.cpus_per_run,
             "gpus": args.gpus_per_run}
+
+
+def cmd_reproduce(args):
+    from xtune_keras.experiments.reproduce import run_reproduce
+
+    paths = run_reproduce(args.scale, args.out, **backend_options(args))
+    print("report: %s\n        %s" % (paths["html"], paths["md"]))
 
 
 def cmd_report(args):
@@ -231,6 +239,15 @@ def build_parser():
     add_sweep_arguments(p, "file")
     p.add_argument("--other-valid", default=None, help="the other-source validation file (default: the file's)")
     p.set_defaults(func=cmd_generalize)
+
+    p = sub.add_parser("reproduce", help="the write-up's named experiments and tables rerun on stand-in data "
+                                         "and encoders from registry packages, with a report (README.md, index.html)")
+    p.add_argument("--scale", default="smoke", choices=["smoke", "cpu", "full"],
+                   help="smoke: tiny encoders, minutes; cpu: real encoders, about 2 hours on 2 cores; "
+                        "full: the write-up's TEST STANDARD (a GPU or a Ray cluster)")
+    p.add_argument("--out", default=os.path.join("reports", "writeup"), help="the reproduction's folder")
+    add_backend_arguments(p)
+    p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("report", help="tables from the finished runs under RUNS_DIR")
     p.add_argument("runs_dir")

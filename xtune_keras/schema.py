@@ -387,6 +387,11 @@ def config_hash(config):
     if isinstance(relevant.get("tasks"), list):
         relevant["tasks"] = [_hashed_part(task, TASK_KEYS) if isinstance(task, dict) else task
                              for task in relevant["tasks"]]
+    pretrain = (relevant.get("encoder") or {}).get("pretrain")
+    if pretrain and os.path.isfile(pretrain):
+        # the pretraining's settings, not its file's name, decide which encoder is fine-tuned: an
+        # edited pretraining YAML must not let a finished run stand for the new one
+        relevant["encoder"]["pretrain"] = config_hash(load_config(pretrain, recipe="pretrain"))
     text = json.dumps(relevant, sort_keys=True, default=str)
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:8]
 

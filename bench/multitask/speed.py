@@ -5,7 +5,7 @@ In one process: each task trained alone (the fine-tuning recipe on the task's ow
 step timed by a hook's Keras callback (the multi-task model says which task a step was,
 ``recipe.model.last_task``). The first step of each task in each run is left out (tracing).
 Ratio = multi-task step time summed / sum over tasks of (its steps x its single-task mean step).
-Run from the repository root: .venv/bin/python bench/multitask/speed.py CONFIG.yaml
+Run from the repository root: .venv/bin/python bench/multitask/speed.py CONFIG.yaml [key=value ...]
 """
 import json
 import os
@@ -49,7 +49,7 @@ def steady(steps):
     return {task: times[1:] for task, times in by_task.items()}
 
 
-def main(path):
+def main(path, overrides=()):
     from xtune_keras import compat  # noqa: F401
     from bert4keras.backend import keras
 
@@ -57,7 +57,7 @@ def main(path):
     from xtune_keras.schema import active_tasks, load_config, task_config
 
     print(cpu_line(), "| python", platform.python_version(), flush=True)
-    config = load_config(path, ["train.epochs=1", "output.tensorboard=false"])
+    config = load_config(path, list(overrides) + ["train.epochs=1", "output.tensorboard=false"])
     tasks = active_tasks(config)
     single = {}
     for i, task in enumerate(tasks):
@@ -89,4 +89,4 @@ def main(path):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2:])

