@@ -46,6 +46,7 @@ MODULE_MARKS = {
     "test_multitask": ("slow", "subprocess"),
     "test_optimizers": ("slow", "subprocess"),
     "test_options": ("slow",),
+    "test_precision": ("slow",),
     "test_pretrain": ("slow", "subprocess"),
     "test_reproduce": ("slow", "subprocess", "assets"),
     "test_resume": ("slow", "subprocess"),

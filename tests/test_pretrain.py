@@ -225,3 +225,14 @@ def test_an_edited_pretraining_yaml_changes_the_fine_tuning_runs_hash(tiny_ckpt,
     assert config_hash(load_config(path)) == before
     write_pretrain(tmp_path, tiny_ckpt, name="tapt_hash", train={"epochs": 2})  # same file, new settings
     assert config_hash(load_config(path)) != before
+
+
+def test_an_embedding_with_more_rows_than_the_vocabulary_pretrains(tiny_ckpt, tmp_path):
+    import shutil
+
+    folder = tmp_path / "ckpt"  # like e5: 250002 SentencePiece pieces, an embedding of 250037 rows
+    shutil.copytree(tiny_ckpt["dir"], folder)
+    tokens = (folder / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    (folder / "vocab.txt").write_text("\n".join(tokens[:-3]) + "\n", encoding="utf-8")
+    path = write_pretrain(tmp_path, tiny_ckpt, encoder={"dir": str(folder)}, train={"max_steps": 2, "eval_every": 2})
+    assert run_recipe(load_config(path, recipe="pretrain"), echo=False)["steps"] == 2

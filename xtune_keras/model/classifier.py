@@ -67,7 +67,8 @@ def classifier_on(encoder, num_labels, heads, checkpoint_path=None):
     if len(x.shape) != 2:
         raise XtuneError("model.heads: the head stack ends on a sequence %s; end it with a pooling "
                          "head such as cls, pooler, avg, max or textcnn" % (tuple(x.shape),))
-    logits = keras.layers.Dense(num_labels, name=LOGITS)(x)
+    # float32 under every precision policy: losses, metrics and thresholds read float32 logits
+    logits = keras.layers.Dense(num_labels, name=LOGITS, dtype="float32")(x)
     classifier = keras.models.Model(inputs, logits, name="xtune_classifier")
     if checkpoint_path and any(layer.name == POOLER_LAYER for layer in classifier.layers):
         load_pooler(classifier.get_layer(POOLER_LAYER), checkpoint_path)

@@ -79,7 +79,30 @@ def read_meta(path):
 
 
 def load_model_file(path):
-    """``(keras_model, meta, token_dict)``; the model is loaded without compiling."""
+    """``(keras_model, meta, token_dict)``; the model is loaded without compiling, in float32 even
+    when it was trained under a mixed-precision policy (its weights are float32 either way)."""
     meta, token_dict = read_meta(path)
-    model = keras.models.load_model(path, custom_objects=custom_objects(), compile=False)
+    with h5py.File(path, "r") as f:
+        config = json.loads(f.attrs["model_config"]) if "model_config" in f.attrs else None
+    if config is None or not as_float32(config):
+        return keras.models.load_model(path, custom_objects=custom_objects(), compile=False), meta, token_dict
+    # what load_model reads besides ours: bert4keras registers its layers as global custom objects
+    objects = dict(keras.utils.get_custom_objects(), **custom_objects())
+    model = keras.models.model_from_config(config, custom_objects=objects)
+    model.load_weights(path)
     return model, meta, token_dict
+
+
+def as_float32(node):
+    """Replaces every mixed-precision policy in a Keras model config by float32; True if any was."""
+    changed = False
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        if isinstance(value, dict) and value.get("class_name") == "Policy":
+            changed = changed or value["config"]["name"] != "float32"
+            node[key] = "float32"
+        elif isinstance(value, str) and key == "dtype" and value.startswith("mixed_"):
+            node[key], changed = "float32", True
+        else:
+            changed = as_float32(value) or changed
+    return changed

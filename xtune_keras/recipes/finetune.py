@@ -24,6 +24,7 @@ from xtune_keras.recipes import RECIPES, run_recipe
 from xtune_keras.recipes.base import Recipe
 from xtune_keras.schema import config_hash, h5_path, load_config
 from xtune_keras.train import callbacks as cb
+from xtune_keras.train.precision import precision_policy, resolve_precision
 from xtune_keras.train import resume
 from xtune_keras.train.adversarial import build_trainer, saveable_model
 from xtune_keras.train.distribute import build_strategy
@@ -136,7 +137,7 @@ class FineTuneRecipe(Recipe):
         # train.strategy: mirrored builds every variable (model, optimizer, metrics) on each device;
         # train.batch_size stays the global batch, split across the replicas. No strategy: a no-op.
         strategy = build_strategy(train["strategy"], train["devices"], train["batch_size"], self.echo)
-        with strategy.scope():
+        with strategy.scope(), precision_policy(self.precision()):
             self.classifier = build_model(config, self.prepared["paths"], len(self.labels))
             self.frozen = freeze_layers(self.classifier, enc["freeze"], enc["freeze_pattern"])
             self.loss = build_loss(config["model"]["loss"])
@@ -150,6 +151,13 @@ class FineTuneRecipe(Recipe):
 
     def compile(self):
         compile_model(self.model, self.optimizer, self.loss)
+
+    def precision(self):
+        """The policy the model is built under (``train.precision``; ``auto`` says what it picked)."""
+        self.policy, why = resolve_precision(self.config["train"]["precision"])
+        if self.config["train"]["precision"] == "auto":
+            self.say(why)
+        return self.policy
 
     def setup_callbacks(self):
         config, train, data = self.config, self.config["train"], self.config["data"]
@@ -199,7 +207,7 @@ class FineTuneRecipe(Recipe):
         return {"name": config["name"], "seed": config["seed"], "config_hash": config_hash(config),
                 "run_dir": self.run_dir.path, "monitor": config["train"]["monitor"],
                 "best_epoch": best_epoch, "epochs_run": len(self.epoch_logs),
-                "best": self.epoch_logs[best_epoch - 1] if best_epoch else {}}
+                "best": self.epoch_logs[best_epoch - 1] if best_epoch else {}, "precision": self.policy}
 
     def evaluate(self):
         self.result = self.result_header()

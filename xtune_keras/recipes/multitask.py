@@ -26,6 +26,7 @@ from xtune_keras.recipes.finetune import (FineTuneRecipe, _inputs_only, make_opt
 from xtune_keras.schema import active_tasks, task_config
 from xtune_keras.train import callbacks as cb
 from xtune_keras.train import resume
+from xtune_keras.train.precision import precision_policy
 from xtune_keras.train.multitask import MultiTaskModel, TaskTrainer
 from xtune_keras.train.optimizers import EMAWeights
 from bert4keras.backend import keras
@@ -68,8 +69,19 @@ class MultiTaskRecipe(FineTuneRecipe):
             self.say("resuming %s at epoch %d of %d" % (self.run_dir.path, self.initial_epoch + 1, train["epochs"]))
 
     def setup_model(self):
+        train, paths = self.config["train"], self.main.prepared["paths"]
+        with precision_policy(self.precision()):
+            self.build_tasks(paths)
+        num_layers = read_config(paths["config"])["num_hidden_layers"]
+        self.optimizer = make_optimizer(train, self.classifier, num_layers, len(self.batches["train"]))
+        self.model = MultiTaskModel([task.trainer for task in self.tasks])
+        self.compile()
+        if self.resumed:
+            resume.restore_training(self.run_dir.resume_dir, self.resumed, self.model, self.optimizer)
+
+    def build_tasks(self, paths):
+        """The shared encoder, then each task's classifier and trainer on it."""
         config, train, enc = self.config, self.config["train"], self.config["encoder"]
-        paths = self.main.prepared["paths"]
         encoder = build_encoder(paths["config"], paths["checkpoint"], enc["model"], enc["output_layer"],
                                 enc["pool_layers"], enc["pool_mode"], enc["dropout"], enc["attention_dropout"])
         learned = config["multitask"]["loss_weighting"] == "uncertainty"
@@ -84,12 +96,6 @@ class MultiTaskRecipe(FineTuneRecipe):
             task.trainer = TaskTrainer(task.classifier, task.name, task.weight, learned,
                                        **trainer_options(train, task.activation))
         self.classifier, self.loss, self.activation = self.main.classifier, self.main.loss, self.main.activation
-        num_layers = read_config(paths["config"])["num_hidden_layers"]
-        self.optimizer = make_optimizer(train, self.classifier, num_layers, len(self.batches["train"]))
-        self.model = MultiTaskModel([task.trainer for task in self.tasks])
-        self.compile()
-        if self.resumed:
-            resume.restore_training(self.run_dir.resume_dir, self.resumed, self.model, self.optimizer)
 
     def compile(self):
         def accuracy():

@@ -85,7 +85,9 @@ class PretrainRecipe(Recipe):
         self.paths = resolve_encoder_paths(enc["dir"], enc["config"], enc["checkpoint"], enc["vocab"])
         tokenizer = build_tokenizer(self.paths["vocab"], corpus["lowercase"])
         vocab_size = read_config(self.paths["config"])["vocab_size"]
-        if tokenizer._vocab_size != vocab_size:
+        # more embedding rows than tokens is fine (e5 pads its 250002 pieces to 250037 rows); fewer
+        # would let the tokenizer emit ids the embedding does not have
+        if tokenizer._vocab_size > vocab_size:
             raise XtuneError("%s: %d tokens, but %s has vocab_size %d: the vocabulary does not match the "
                              "checkpoint" % (self.paths["vocab"], tokenizer._vocab_size, self.paths["config"],
                                              vocab_size))
