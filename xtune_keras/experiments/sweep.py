@@ -137,9 +137,14 @@ def train_in_subprocess(base, overrides, name, seed):
         raise XtuneError("variant %s seed %d failed (exit %d): %s" % (name, seed, done.returncode, last))
 
 
+def finished_results(runs):
+    """The ``result.json`` of each run of ``planned_runs`` that finished."""
+    return [r for r in (RunDir.of(config).result() for *_, config in runs) if r is not None]
+
+
 def report_ablation(ablation, runs):
     """Rows of this ablation's runs only (by config hash), row 0 first; tables next to the runs."""
-    results = [r for r in (RunDir.of(config).result() for *_, config in runs) if r is not None]
+    results = finished_results(runs)
     order = [name for name, _ in ablation["variants"]]
     groups = group_by_variant(results, order)
     rows = summarize(groups, baseline=order[0])

@@ -11,7 +11,7 @@ import os
 import shutil
 
 from xtune_keras.experiments.report import interval_cell, number_cell
-from xtune_keras.rundir import RunDir
+from xtune_keras.experiments.sweep import finished_results, load_ablation, planned_runs, report_ablation
 
 NOT_REPORTED = "not reported"
 
@@ -143,8 +143,8 @@ def data_selection(plan):
 
 
 def ablation(plan):
-    rows, tables = sweep_table(plan["ablation"])
-    ablation_file = load_ablation_file(plan["ablation"])
+    ablation_file = load_ablation(plan["ablation"])
+    rows, tables = sweep_table(ablation_file)
     parts = ablation_file["parts"]
     changes = dict((name, " ".join(overrides)) for name, overrides in ablation_file["variants"])
     header = ["index", "model_name", "part", "change", "runs", "val-acc", "V(val-acc)", "95% CI",
@@ -175,7 +175,6 @@ def combined(plan):
 
 def generalization(plan):
     from xtune_keras.experiments.generalize import load_generalization
-    from xtune_keras.experiments.sweep import planned_runs, report_ablation
 
     if not plan["generalize"]:
         return Section("Generalization of bert model", ["Skipped: %s." % plan["skipped"]["generalization"]])
@@ -194,7 +193,7 @@ def generalization(plan):
 def multitask(plan):
     if not plan["multitask"]:
         return Section("Multi-task fine-tuning", ["Skipped: %s." % plan["skipped"]["multi-task"]])
-    rows, tables = sweep_table(plan["multitask"])
+    rows, tables = sweep_table(load_ablation(plan["multitask"]))
     header = ["index", "main task", "Auxiliary task", "runs", "val-acc (main)", "V(val-acc)", "Welch p vs main only"]
     body = [[row["variant"], "appeal labels", "" if i == 0 else "review sentiment (stands in for the department)",
              str(row["runs"]), number_cell(row.get("val_acc_mean")), number_cell(row.get("val_acc_var"), 6),
@@ -217,31 +216,16 @@ def commands(plan, scale):
 # --------------------------------------------------------------------------- from disk
 
 
-def load_ablation_file(path):
-    from xtune_keras.experiments.sweep import load_ablation
-
-    return load_ablation(path)
-
-
 def sweep_runs(path):
-    from xtune_keras.experiments.sweep import planned_runs
-
-    return planned_runs(load_ablation_file(path))
+    return planned_runs(load_ablation(path))
 
 
-def sweep_table(path):
-    """The rows of a sweep's finished runs (and its tables and charts, rewritten from disk)."""
-    from xtune_keras.experiments.sweep import report_ablation
-
-    ablation = load_ablation_file(path)
-    runs = sweep_runs(path)
+def sweep_table(ablation):
+    """The rows of a loaded sweep's finished runs (and its tables and charts, rewritten from disk)."""
+    runs = planned_runs(ablation)
     if not finished_results(runs):
         return [], {}
     return report_ablation(ablation, runs)
-
-
-def finished_results(runs):
-    return [r for r in (RunDir.of(config).result() for *_, config in runs) if r is not None]
 
 
 def read_json(path):
