@@ -74,7 +74,9 @@ def trained(tiny_ckpt, data, tmp_path_factory):
     from xtune_keras.recipes.multitask import MultiTaskRecipe
 
     recipe = MultiTaskRecipe(load_config(path), echo=False)
-    return {"recipe": recipe, "result": recipe.run(), "yaml": path, "tmp": tmp}
+    result = recipe.run()
+    traces = [step.experimental_get_tracing_count() for step in recipe.model.task_steps]
+    return {"recipe": recipe, "result": result, "yaml": path, "tmp": tmp, "traces": traces}
 
 
 # --- sampling -----------------------------------------------------------------------------------
@@ -147,6 +149,13 @@ def test_a_step_on_one_task_moves_the_encoder_and_leaves_the_other_heads(trained
     # the two classifiers share the one encoder
     assert appeals.classifier.get_layer("Transformer-0-FeedForward") is dept.classifier.get_layer(
         "Transformer-0-FeedForward")
+
+
+def test_each_task_step_is_traced_once_whatever_the_batch_lengths(trained):
+    # Retracing a BERT step for each new length cost 1.66x the single-task steps (bench/RESULTS.md §8).
+    # Two traces, both on the first call: the second once the optimizer's slots exist, as in the
+    # single-task train function of Keras.
+    assert trained["traces"] == [2, 2]
 
 
 def test_uncertainty_weights_are_trained_logged_and_in_the_resume_checkpoint(trained):

@@ -9,7 +9,7 @@ Weigh Losses": ``exp(-s_i) L_i + s_i`` with a trainable ``s_i`` per task).
 
 ``MultiTaskModel`` is what ``fit`` drives: its train function reads each batch's task index (the
 third element of ``data.task_batches.TaskBatches``) in Python and runs that task's traced step,
-so each task's step is traced once for its own label shape and heads. Its logs hold every task's
+so each task's step is traced once for its own heads, with free lengths and batch sizes. Its logs hold every task's
 running metrics prefixed by the task name, and the main task's also unprefixed (what
 ``train.monitor``, early stopping and the sweep tables read).
 """
@@ -75,10 +75,11 @@ class MultiTaskModel(keras.Model):
     def make_train_function(self, force=False):
         if self.train_function is not None and not force:
             return self.train_function
-        # One traced step per task (its own heads and label shape); traced anew after a recompile.
-        self.task_steps = [tf.function(trainer.train_step, reduce_retracing=True) for trainer in self.trainers]
+        self.task_steps = None  # traced anew after a recompile
 
         def train_function(iterator):
+            if self.task_steps is None:
+                self.task_steps = self.traced_steps(iterator)
             x, y, task = next(iterator)
             self.last_task = int(task)
             self.task_steps[self.last_task]((x, y))
@@ -87,6 +88,17 @@ class MultiTaskModel(keras.Model):
 
         self.train_function = train_function
         return train_function
+
+    def traced_steps(self, iterator):
+        """One traced step per task (its own heads and label shape). The signature is the data's
+        (``x``, ``y``) spec, whose lengths and batch sizes are free, as in Keras's own train function,
+        which reads the batch inside the graph: traced on the first batch's shapes, a step would be
+        traced again for each new length (micro-batches), seconds each on a BERT step."""
+        spec = getattr(iterator, "element_spec", None)
+        if spec is None:  # not a tf.data iterator
+            return [tf.function(trainer.train_step, reduce_retracing=True) for trainer in self.trainers]
+        signature = [tuple(spec[:2])]
+        return [tf.function(trainer.train_step, input_signature=signature) for trainer in self.trainers]
 
     def logs(self):
         """Every task's running metrics as ``<task>_<metric>`` and its loss weight as
