@@ -34,13 +34,13 @@ def cmd_pretrain(args):
 def cmd_evaluate(args):
     from xtune_keras.inference import evaluate_file
 
-    print(json.dumps(evaluate_file(args.model, args.data, args.threshold, progress(args)), indent=2))
+    print(json.dumps(evaluate_file(args.model, args.data, args.threshold, progress(args), args.precision), indent=2))
 
 
 def cmd_predict(args):
     from xtune_keras.inference import predict_file
 
-    count = predict_file(args.model, args.data, args.output, args.threshold, progress(args))
+    count = predict_file(args.model, args.data, args.output, args.threshold, progress(args), args.precision)
     print("wrote %d predictions to %s" % (count, args.output))
 
 
@@ -181,6 +181,14 @@ def add_quiet_argument(parser):
                              "terminal, one line per epoch otherwise)")
 
 
+def add_precision_argument(parser):
+    from xtune_keras.keys import PRECISIONS
+
+    parser.add_argument("--precision", default="float32", choices=PRECISIONS,
+                        help="the .h5's compute policy, as train.precision (default float32; the logits stay "
+                             "float32; an exported folder computes as it was exported)")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="xtune", description="BERT fine-tuning experiments from YAML.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -206,6 +214,7 @@ def build_parser():
     p.add_argument("model")
     p.add_argument("data")
     p.add_argument("--threshold", type=float, default=None)
+    add_precision_argument(p)
     add_quiet_argument(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -214,6 +223,7 @@ def build_parser():
     p.add_argument("data")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--threshold", type=float, default=None)
+    add_precision_argument(p)
     add_quiet_argument(p)
     p.set_defaults(func=cmd_predict)
 

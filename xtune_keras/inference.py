@@ -33,24 +33,25 @@ def predict_probs(model, meta, token_dict, examples, verbose=0):
     return ACTIVATIONS[meta["activation"]](np.asarray(logits, dtype=np.float64))
 
 
-def open_model(model_path, verbose=0):
+def open_model(model_path, verbose=0, precision="float32"):
     """``(meta, probabilities_of(examples, data_path))`` of an .h5 file or an exported folder.
 
     A SavedModel folder is fed the raw text through ``serving_default`` (its in-graph tokenizer);
-    its meta (labels, threshold, ...) comes from the export.
+    its meta (labels, threshold, ...) comes from the export. ``precision``: the .h5's policy for
+    predicting (``train.precision``'s choices; an export computes as it was exported).
     """
     if os.path.isdir(model_path):
         from xtune_keras.export.savedmodel import open_saved_model
 
         return open_saved_model(model_path, batch_size=PREDICT_BATCH)
-    model, meta, vocab = load_model_file(model_path)
+    model, meta, vocab = load_model_file(model_path, precision)
     return meta, lambda examples, data_path: predict_probs(model, meta, vocab, examples, verbose)
 
 
-def evaluate_file(model_path, data_path, threshold=None, verbose=0):
+def evaluate_file(model_path, data_path, threshold=None, verbose=0, precision="float32"):
     """Metrics of a model on a labelled table; unknown labels are an error naming the row.
     ``verbose=1``: Keras's progress bar while predicting."""
-    meta, probabilities_of = open_model(model_path, verbose)
+    meta, probabilities_of = open_model(model_path, verbose, precision)
     examples = read_examples(meta, data_path, with_labels=True)
     y_true = LabelVocab(meta["labels"]).encode(examples)
     probs = probabilities_of(examples, data_path)
@@ -59,9 +60,9 @@ def evaluate_file(model_path, data_path, threshold=None, verbose=0):
                 examples=len(examples))
 
 
-def predict_file(model_path, data_path, out_path, threshold=None, verbose=0):
+def predict_file(model_path, data_path, out_path, threshold=None, verbose=0, precision="float32"):
     """Write ``row, labels, prob_<label>...`` to ``out_path`` (atomically); returns the row count."""
-    meta, probabilities_of = open_model(model_path, verbose)
+    meta, probabilities_of = open_model(model_path, verbose, precision)
     examples = read_examples(meta, data_path, with_labels=False)
     probs = probabilities_of(examples, data_path)
     threshold = meta["threshold"] if threshold is None else threshold

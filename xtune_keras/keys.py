@@ -25,7 +25,7 @@ class Key:
 
 TRUNCATIONS = ("head", "tail", "head+tail")
 MONITORS = ("val_loss", "val_acc", "val_subset_acc", "val_micro_f1", "val_macro_f1")
-PRECISIONS = ("float32", "mixed_bfloat16", "auto")  # train/precision.py
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "auto")  # train/precision.py
 
 SECTIONS = ("data", "encoder", "model", "train", "output")
 
@@ -129,8 +129,11 @@ KEYS = {
     "train.save_optimizer": Key(False, "bool", "include the optimizer state in the .h5"),
     "train.deterministic": Key(True, "bool", "deterministic TensorFlow ops (same seed, same numbers)"),
     "train.precision": Key("float32", "choice", "float32, mixed_bfloat16 (bfloat16 compute, float32 variables "
-                           "and logits), or auto: mixed_bfloat16 where the CPU has AMX", PRECISIONS,
+                           "and logits), mixed_float16 (the same in float16, with dynamic loss scaling: for GPUs), "
+                           "or auto: mixed_bfloat16 where the CPU has AMX", PRECISIONS,
                            hashed="if_changed", hparam=True),
+    "train.jit_compile": Key(False, "bool", "compile the training step with XLA (for GPUs; on CPU it was slower)",
+                             hashed="if_changed"),
     "train.strategy": Key(None, "choice", "null: one device; mirrored: one replica per device, batch_size global",
                           (None, "mirrored")),
     "train.devices": Key(None, "any", "mirrored: e.g. [\"/gpu:0\", \"/gpu:1\"]; null: every GPU (CPUs if none)"),

@@ -78,19 +78,38 @@ def read_meta(path):
     return meta, token_dict
 
 
-def load_model_file(path):
+def load_model_file(path, precision="float32"):
     """``(keras_model, meta, token_dict)``; the model is loaded without compiling, in float32 even
-    when it was trained under a mixed-precision policy (its weights are float32 either way)."""
+    when it was trained under a mixed-precision policy (its weights are float32 either way), or
+    under ``precision`` (a mixed policy; ``auto`` as in training), its logits float32."""
+    from xtune_keras.train.precision import resolve_precision
+
     meta, token_dict = read_meta(path)
     with h5py.File(path, "r") as f:
         config = json.loads(f.attrs["model_config"]) if "model_config" in f.attrs else None
-    if config is None or not as_float32(config):
+    policy = resolve_precision(precision)[0]
+    changed = config is not None and as_float32(config)
+    if config is not None and policy != "float32":
+        changed = with_policy(config, policy)
+    if not changed:
         return keras.models.load_model(path, custom_objects=custom_objects(), compile=False), meta, token_dict
     # what load_model reads besides ours: bert4keras registers its layers as global custom objects
     objects = dict(keras.utils.get_custom_objects(), **custom_objects())
     model = keras.models.model_from_config(config, custom_objects=objects)
     model.load_weights(path)
     return model, meta, token_dict
+
+
+FLOAT32_LAYERS = ("logits",)  # model/classifier.py: float32 under every policy
+
+
+def with_policy(model_config, policy):
+    """Every layer of a (float32) functional model config computes under ``policy``, except its
+    inputs and ``FLOAT32_LAYERS``; True."""
+    for layer in model_config["config"]["layers"]:
+        if layer["class_name"] != "InputLayer" and layer["config"].get("name") not in FLOAT32_LAYERS:
+            layer["config"]["dtype"] = policy
+    return True
 
 
 def as_float32(node):

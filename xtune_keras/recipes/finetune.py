@@ -24,6 +24,7 @@ from xtune_keras.recipes import RECIPES, run_recipe
 from xtune_keras.recipes.base import Recipe
 from xtune_keras.schema import config_hash, h5_path, load_config
 from xtune_keras.train import callbacks as cb
+from xtune_keras.train.loss_scale import DynamicLossScale
 from xtune_keras.train.precision import precision_policy, resolve_precision
 from xtune_keras.train import resume
 from xtune_keras.train.adversarial import build_trainer, saveable_model
@@ -94,11 +95,13 @@ def make_trainer(classifier, train, activation):
 
 
 def trainer_options(train, activation):
-    """The trainer's keyword arguments of ``train.adversarial`` and ``train.rdrop_alpha``."""
+    """The trainer's keyword arguments of ``train.adversarial``, ``train.rdrop_alpha`` and of
+    ``train.precision`` (mixed_float16: dynamic loss scaling)."""
     adversarial = train["adversarial"] or {}
+    loss_scale = DynamicLossScale() if train["precision"] == "mixed_float16" else None
     return dict(method=adversarial.get("method"), epsilon=adversarial.get("epsilon", 1.0),
                 alpha=adversarial.get("alpha", 0.3), steps=adversarial.get("steps", 3),
-                rdrop_alpha=train["rdrop_alpha"], activation=activation)
+                rdrop_alpha=train["rdrop_alpha"], activation=activation, loss_scale=loss_scale)
 
 
 @RECIPES.register("finetune")
@@ -150,7 +153,7 @@ class FineTuneRecipe(Recipe):
             resume.restore_training(self.run_dir.resume_dir, self.resumed, self.model, self.optimizer)
 
     def compile(self):
-        compile_model(self.model, self.optimizer, self.loss)
+        compile_model(self.model, self.optimizer, self.loss, self.config["train"]["jit_compile"])
 
     def precision(self):
         """The policy the model is built under (``train.precision``; ``auto`` says what it picked)."""
@@ -262,9 +265,10 @@ def build_model(config, paths, num_labels):
     )
 
 
-def compile_model(model, optimizer, loss_fn):
-    model.compile(optimizer=optimizer, loss=loss_fn,
-                  metrics=[keras.metrics.CategoricalAccuracy(name="acc")])
+def compile_model(model, optimizer, loss_fn, jit_compile=False):
+    """``jit_compile`` (``train.jit_compile``): Keras traces the training step with XLA."""
+    model.compile(optimizer=optimizer, loss=loss_fn, metrics=[keras.metrics.CategoricalAccuracy(name="acc")],
+                  jit_compile=jit_compile)
 
 
 def fit_in_phases(model, train_batches, callbacks, epochs, unfreeze_epoch, frozen, recompile, initial_epoch=0,

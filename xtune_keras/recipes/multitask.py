@@ -101,7 +101,8 @@ class MultiTaskRecipe(FineTuneRecipe):
         def accuracy():
             return [keras.metrics.CategoricalAccuracy(name="acc")]
 
-        self.model.compile_tasks(self.optimizer, [task.loss for task in self.tasks], [accuracy] * len(self.tasks))
+        self.model.compile_tasks(self.optimizer, [task.loss for task in self.tasks], [accuracy] * len(self.tasks),
+                                 self.config["train"]["jit_compile"])
 
     def setup_callbacks(self):
         config, train = self.config, self.config["train"]

@@ -128,8 +128,11 @@ class AdversarialTrainer(keras.Model):
     """
 
     def __init__(self, classifier, method="fgm", epsilon=1.0, alpha=0.3, steps=3, rdrop_alpha=0.0,
-                 activation="sigmoid", embedding_layer=EMBEDDING_LAYER, **kwargs):
-        super().__init__(name=kwargs.pop("name", "adversarial_trainer"), **kwargs)
+                 activation="sigmoid", embedding_layer=EMBEDDING_LAYER, loss_scale=None, **kwargs):
+        # float32 whatever the global policy: Keras wraps a mixed_float16 model's optimizer in its
+        # LossScaleOptimizer at compile; ``loss_scale`` (loss_scale.DynamicLossScale) does it here.
+        super().__init__(name=kwargs.pop("name", "adversarial_trainer"), dtype="float32", **kwargs)
+        self.loss_scale = loss_scale
         method = normalize_method(method)
         check_options(method, epsilon, alpha, steps, rdrop_alpha, activation)
         if method and embedding_layer not in [layer.name for layer in classifier.layers]:
@@ -229,7 +232,9 @@ class AdversarialTrainer(keras.Model):
             if share is not None:
                 loss = loss * share
                 extra = {key: value * share for key, value in extra.items()}
-        return loss, logits, extra, tape.gradient(loss, watched)
+            target = loss if self.loss_scale is None else self.loss_scale.scaled(loss)
+        grads = tape.gradient(target, watched)
+        return loss, logits, extra, grads if self.loss_scale is None else self.loss_scale.unscaled(grads)
 
     def perturbed_gradients(self, parts, variables, g_embedding):
         """Loss and gradients at the adversarial embeddings, then the exact clean ones back."""
@@ -256,7 +261,11 @@ class AdversarialTrainer(keras.Model):
 
     def train_step(self, data):
         grads, variables, logits, logs = self.compute_gradients(data)
-        self.optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
+        pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+        if self.loss_scale is None:
+            self.optimizer.apply_gradients(pairs)
+        else:  # skips the update when a scaled gradient overflowed
+            self.loss_scale.apply(self.optimizer, pairs)
         return self.update_metrics(micro_batches_of(data), logits, logs)
 
     def test_step(self, data):
@@ -309,14 +318,16 @@ def pgd_perturbation(trainer, parts, g, clean):
 
 
 def build_trainer(classifier, method=None, epsilon=1.0, alpha=0.3, steps=3, rdrop_alpha=0.0,
-                  activation="sigmoid", micro_batches=1):
-    """The classifier itself when neither adversarial training, R-Drop nor micro-batches
-    (``train.micro_batches``: only the trainer's step reads split batches) is on, else a trainer."""
+                  activation="sigmoid", micro_batches=1, loss_scale=None):
+    """The classifier itself when neither adversarial training, R-Drop, micro-batches
+    (``train.micro_batches``: only the trainer's step reads split batches) nor loss scaling is on,
+    else a trainer."""
     method = normalize_method(method)
     check_options(method, epsilon, alpha, steps, rdrop_alpha, activation)
-    if method is None and not rdrop_alpha and micro_batches == 1:
+    if method is None and not rdrop_alpha and micro_batches == 1 and loss_scale is None:
         return classifier
-    return AdversarialTrainer(classifier, method, epsilon, alpha, steps, rdrop_alpha, activation)
+    return AdversarialTrainer(classifier, method, epsilon, alpha, steps, rdrop_alpha, activation,
+                              loss_scale=loss_scale)
 
 
 def saveable_model(model):

@@ -49,7 +49,8 @@ class MultiTaskModel(keras.Model):
     """``fit`` over ``(x, y, task index)`` batches; ``trainers[i]`` trains task i (main first)."""
 
     def __init__(self, trainers, **kwargs):
-        super().__init__(name=kwargs.pop("name", "multitask"), **kwargs)
+        # float32: see AdversarialTrainer (Keras would wrap a mixed_float16 model's optimizer).
+        super().__init__(name=kwargs.pop("name", "multitask"), dtype="float32", **kwargs)
         self.trainers = list(trainers)
         self.task_steps = None
         self.last_task = None  # the task of the step just run (for callbacks and benchmarks)
@@ -61,11 +62,12 @@ class MultiTaskModel(keras.Model):
     def call(self, inputs, training=None):
         return self.trainers[0](inputs, training=training)
 
-    def compile_tasks(self, optimizer, losses, metrics):
-        """Every trainer compiled with the one shared optimizer; ``losses``/``metrics`` per task."""
+    def compile_tasks(self, optimizer, losses, metrics, jit_compile=False):
+        """Every trainer compiled with the one shared optimizer; ``losses``/``metrics`` per task;
+        ``jit_compile``: each task's step traced with XLA (``train.jit_compile``)."""
         for trainer, loss, make_metrics in zip(self.trainers, losses, metrics):
             trainer.compile(optimizer=optimizer, loss=loss, metrics=make_metrics())
-        self.compile(optimizer=optimizer)
+        self.compile(optimizer=optimizer, jit_compile=jit_compile)
         self.task_steps = None
 
     @property
@@ -94,11 +96,13 @@ class MultiTaskModel(keras.Model):
         (``x``, ``y``) spec, whose lengths and batch sizes are free, as in Keras's own train function,
         which reads the batch inside the graph: traced on the first batch's shapes, a step would be
         traced again for each new length (micro-batches), seconds each on a BERT step."""
-        spec = getattr(iterator, "element_spec", None)
+        spec, jit = getattr(iterator, "element_spec", None), bool(self._jit_compile)
         if spec is None:  # not a tf.data iterator
-            return [tf.function(trainer.train_step, reduce_retracing=True) for trainer in self.trainers]
+            return [tf.function(trainer.train_step, reduce_retracing=True, jit_compile=jit)
+                    for trainer in self.trainers]
         signature = [tuple(spec[:2])]
-        return [tf.function(trainer.train_step, input_signature=signature) for trainer in self.trainers]
+        return [tf.function(trainer.train_step, input_signature=signature, jit_compile=jit)
+                for trainer in self.trainers]
 
     def logs(self):
         """Every task's running metrics as ``<task>_<metric>`` and its loss weight as

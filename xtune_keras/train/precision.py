@@ -3,8 +3,10 @@
 Under ``mixed_bfloat16`` every layer computes in bfloat16 and keeps float32 variables; the
 ``logits`` layer stays float32 (model/classifier.py), so losses, metrics and saved ``.h5`` weights
 are float32 and a file trained in mixed precision loads and predicts under float32
-(``modelfile.load_model_file``). bfloat16 keeps float32's exponent range, so bert4keras's attention
-mask constant (1e12) and the losses need no change and no loss scaling. ``auto`` takes bfloat16
+(``modelfile.load_model_file``). bert4keras 0.11.5 masks attention with ``-inf`` through
+``K.where``, which both half types hold. bfloat16 keeps float32's exponent range: no loss scaling.
+``mixed_float16`` is the same in float16, for GPUs (CPUs emulate float16); its small range needs
+dynamic loss scaling (train/loss_scale.py, done by the trainer). ``auto`` takes bfloat16
 only where the CPU multiplies it in hardware (Intel AMX: ``amx_bf16`` in /proc/cpuinfo); without
 it, TensorFlow emulates bfloat16 and a step is slower than float32 (bench/RESULTS.md).
 """
