@@ -22,6 +22,8 @@ OPTIONS = {
     "pgd": {"adversarial": {"method": "pgd", "epsilon": 0.5, "alpha": 0.3, "steps": 2}},
     "rdrop": {"rdrop_alpha": 1.0},
     "micro_batches": {"micro_batches": 2},
+    "ema": {"ema_momentum": 0.9},
+    "grad_accum": {"grad_accum_steps": 2},
 }
 
 

@@ -44,7 +44,8 @@ class DynamicLossScale(tf.Module):
         """Applies the (unscaled) gradients if all are finite, else skips the step; then updates
         the factor. The optimizer's slots are made first: none may be created inside a branch."""
         grads_and_vars = list(grads_and_vars)
-        optimizer._create_all_weights([v for _, v in grads_and_vars])
+        with tf.init_scope():  # eagerly, as apply_gradients does (EMA's slots read the step count)
+            optimizer._create_all_weights([v for _, v in grads_and_vars])
         finite = all_finite([g for g, _ in grads_and_vars])
 
         def apply_step():
