@@ -30,12 +30,13 @@ $(VENV)/.xtune-assets: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check xtune_keras tests bench setup.py
 
-# Both cores (pytest-xdist); `test-fast` leaves out the tests marked slow (see pytest.ini).
+# Both cores (pytest-xdist; loadgroup keeps a module marked xdist_group on one worker, so its
+# module fixture is built once); `test-fast` leaves out the tests marked slow (see pytest.ini).
 test: $(VENV)/.xtune-assets
-	$(PY) -m pytest -q -n 2
+	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 test-fast: $(VENV)/.xtune-assets
-	$(PY) -m pytest -q -n 2 -m "not slow"
+	$(PY) -m pytest -q -n 2 --dist loadgroup -m "not slow"
 
 demo: $(VENV)/.xtune-assets
 	$(VENV)/bin/xtune demo

@@ -90,8 +90,8 @@ def load_model_file(path, precision="float32"):
     policy = resolve_precision(precision)[0]
     changed = config is not None and as_float32(config)
     if config is not None and policy != "float32":
-        changed = with_policy(config, policy)
-    if not changed:
+        with_policy(config, policy)
+    if not changed and policy == "float32":
         return keras.models.load_model(path, custom_objects=custom_objects(), compile=False), meta, token_dict
     # what load_model reads besides ours: bert4keras registers its layers as global custom objects
     objects = dict(keras.utils.get_custom_objects(), **custom_objects())
@@ -105,11 +105,10 @@ FLOAT32_LAYERS = ("logits",)  # model/classifier.py: float32 under every policy
 
 def with_policy(model_config, policy):
     """Every layer of a (float32) functional model config computes under ``policy``, except its
-    inputs and ``FLOAT32_LAYERS``; True."""
+    inputs and ``FLOAT32_LAYERS``."""
     for layer in model_config["config"]["layers"]:
         if layer["class_name"] != "InputLayer" and layer["config"].get("name") not in FLOAT32_LAYERS:
             layer["config"]["dtype"] = policy
-    return True
 
 
 def as_float32(node):

@@ -96,12 +96,10 @@ class MultiTaskModel(keras.Model):
         (``x``, ``y``) spec, whose lengths and batch sizes are free, as in Keras's own train function,
         which reads the batch inside the graph: traced on the first batch's shapes, a step would be
         traced again for each new length (micro-batches), seconds each on a BERT step."""
-        spec, jit = getattr(iterator, "element_spec", None), bool(self._jit_compile)
-        if spec is None:  # not a tf.data iterator
-            return [tf.function(trainer.train_step, reduce_retracing=True, jit_compile=jit)
-                    for trainer in self.trainers]
-        signature = [tuple(spec[:2])]
-        return [tf.function(trainer.train_step, input_signature=signature, jit_compile=jit)
+        spec = getattr(iterator, "element_spec", None)
+        options = ({"reduce_retracing": True} if spec is None  # not a tf.data iterator
+                   else {"input_signature": [tuple(spec[:2])]})
+        return [tf.function(trainer.train_step, jit_compile=bool(self._jit_compile), **options)
                 for trainer in self.trainers]
 
     def logs(self):
