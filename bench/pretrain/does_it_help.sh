@@ -3,7 +3,8 @@
 # inews with multilingual-e5-small, both with 400 labelled training texts and 2 epochs (a low-resource
 # setting, sized for 2 CPU cores); TAPT on those same 400 texts. Run from the repository root after
 # `make demo` (assets installed, MiniLM converted). Logs: bench/out/tapt/. Arguments pick the tasks
-# (default both): bash bench/pretrain/does_it_help.sh inews
+# (default r8 and inews; inews_fixed_embedding: TAPT with the token embedding held fixed):
+# bash bench/pretrain/does_it_help.sh inews
 set -euo pipefail
 XTUNE=${XTUNE:-.venv/bin/xtune}
 OUT=bench/out/tapt
@@ -17,4 +18,7 @@ TASKS=${*:-r8 inews}
     data.valid=data/reuters-r8-400/valid.csv data.test=data/reuters-r8-400/test.csv train.epochs=2 ; } > $OUT/r8.log 2>&1
 [[ " $TASKS " != *" inews "* ]] || { time $XTUNE ablate bench/pretrain/ablation_tapt_inews.yaml data.train=data/inews-400/train.csv \
     data.valid=data/inews-400/valid.csv data.test=data/inews-400/test.csv train.epochs=2 ; } > $OUT/inews.log 2>&1
+[[ " $TASKS " != *" inews_fixed_embedding "* ]] || { time $XTUNE ablate bench/pretrain/ablation_tapt_inews_fixed_embedding.yaml \
+    data.train=data/inews-400/train.csv data.valid=data/inews-400/valid.csv data.test=data/inews-400/test.csv \
+    train.epochs=2 ; } > $OUT/inews_fixed_embedding.log 2>&1
 for task in $TASKS; do tail -n 20 $OUT/$task.log; done
