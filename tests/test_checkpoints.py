@@ -24,6 +24,25 @@ def test_odd_sizes_reach_the_model(tiny_ckpt):
     assert written["bert/encoder/layer_0/attention/self/query/kernel"].shape == (8, 8)
 
 
+def test_a_random_checkpoint_takes_a_given_vocabulary_and_shape(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + ["w%d" % i for i in range(40)]
+    (tmp_path / "v.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "xtune_keras.cli", "tiny-checkpoint", str(tmp_path / "ckpt"),
+                           "--vocab", str(tmp_path / "v.txt"), "--hidden", "12", "--heads", "3",
+                           "--max-position", "96"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    config = json.loads((tmp_path / "ckpt" / "bert_config.json").read_text())
+    assert (config["vocab_size"], config["hidden_size"], config["max_position_embeddings"]) == (45, 12, 96)
+    assert (tmp_path / "ckpt" / "vocab.txt").read_text(encoding="utf-8").split("\n")[:-1] == vocab
+    written = load_variables(str(tmp_path / "ckpt" / "bert_model.ckpt"))
+    assert written["bert/embeddings/word_embeddings"].shape == (45, 12)
+    assert written["bert/embeddings/position_embeddings"].shape == (96, 12)
+
+
 def test_albert_checkpoint_round_trip(tiny_albert):
     written = load_variables(tiny_albert["checkpoint"])
     transformer = build_transformer(tiny_albert["config"], tiny_albert["checkpoint"], model="albert")

@@ -115,7 +115,8 @@ def cmd_tiny_checkpoint(args):
 
     paths = write_tiny_checkpoint(args.dir, model=args.model, seed=args.seed, hidden_size=args.hidden,
                                   num_hidden_layers=args.layers, num_attention_heads=args.heads,
-                                  intermediate_size=args.intermediate)
+                                  intermediate_size=args.intermediate, max_position_embeddings=args.max_position,
+                                  vocab=args.vocab)
     print(json.dumps(paths, indent=2))
 
 
@@ -267,7 +268,9 @@ def build_parser():
     p.add_argument("--baseline", default=None, help="the experiment name the t-tests compare with")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("tiny-checkpoint", help="write a tiny random Google-format BERT (for tests)")
+    p = sub.add_parser("tiny-checkpoint", help="write a random Google-format BERT: tiny by default (for tests); "
+                       "--hidden 768 --layers 12 --heads 12 --intermediate 3072 --max-position 512 "
+                       "--vocab V.txt: BERT-base's shape (for speed benchmarks)")
     p.add_argument("dir")
     p.add_argument("--model", default="bert", choices=["bert", "albert"])
     p.add_argument("--seed", type=int, default=0)
@@ -275,6 +278,8 @@ def build_parser():
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--heads", type=int, default=2)
     p.add_argument("--intermediate", type=int, default=13)
+    p.add_argument("--max-position", type=int, default=64, help="max_position_embeddings")
+    p.add_argument("--vocab", default=None, help="a vocab.txt to use (default: the tiny test vocabulary)")
     p.set_defaults(func=cmd_tiny_checkpoint)
 
     p = sub.add_parser("convert-hf", help="convert a Hugging Face BertModel folder to Google format")

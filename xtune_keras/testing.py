@@ -59,15 +59,24 @@ def tiny_vocab():
     return list(dict.fromkeys(SPECIAL_TOKENS + TINY_WORDS + TINY_CHARS + list(TINY_HAN)))
 
 
-def write_tiny_checkpoint(directory, model="bert", seed=0, **sizes):
+def read_vocab_lines(path):
+    """The tokens of a vocab.txt in id order (one a line, repeats kept: ids are line numbers)."""
+    with open(path, encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f]
+
+
+def write_tiny_checkpoint(directory, model="bert", seed=0, vocab=None, **sizes):
     """Write bert_config.json, vocab.txt and a checkpoint with random weights; return their paths.
+    ``vocab``: a vocab.txt to use instead of the tiny one (e.g. a real encoder's, so that real text
+    tokenizes as it would for that encoder; ``sizes`` then give a model of any shape, BERT-base's
+    for speed benchmarks).
 
     Values are drawn in numpy (stddev 0.02 like google-research/bert's initializer, LayerNorm
     gamma near 1) for exactly the variables a Google checkpoint of this model holds, including the
     pooler and MLM head, so further-pretraining code finds them too.
     """
     os.makedirs(directory, exist_ok=True)
-    vocab = tiny_vocab()
+    vocab = tiny_vocab() if vocab is None else read_vocab_lines(vocab)
     config = tiny_config(vocab_size=len(vocab), **sizes)
     if model == "albert":
         config["embedding_size"] = max(2, config["hidden_size"] // 2 + 1)

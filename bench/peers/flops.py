@@ -1,7 +1,7 @@
-"""Achieved FLOP/s of an xtune training step against a plain float32 matmul, on this machine.
+"""Achieved FLOP/s of an xtune training step against a plain matmul of its precision, on this machine.
 
-    .venv/bin/python bench/peers/flops.py [--batch 32] [--seq-len 128] [--steps 10]
-        [--matmul 4096] [--repeats 5] [--threads N] [--json OUT.json]
+    .venv/bin/python bench/peers/flops.py [--encoder DIR] [--batch 32] [--seq-len 128] [--steps 10]
+        [--matmul 4096] [--repeats 5] [--threads N] [--precision float32|mixed_bfloat16|...] [--json OUT.json]
 
 1. The xtune classifier of the benchmark (all-MiniLM-L6-v2 -> [CLS] -> Dense 256 relu ->
    dropout 0.1 -> Dense 8; softmax CE; xtune's Adam, lr 1e-4), built with xtune's own
@@ -11,9 +11,13 @@
    is shown too). A forward pass (``predict_on_batch``) is timed the same way.
 2. The analytic FLOPs of that step (``flopcount.py``: matmuls only, backward = 2x forward)
    divided by the step time = achieved FLOP/s.
-3. A plain ``tf.matmul`` of two float32 ``N x N`` matrices in a ``tf.function`` (2 N^3 FLOPs),
-   best of ``--repeats`` after one warm-up call: the machine's practical matmul peak for TF.
+3. A plain ``tf.matmul`` of two ``N x N`` matrices in a ``tf.function`` (2 N^3 FLOPs), best of
+   ``--repeats`` after one warm-up call: the machine's practical matmul peak for TF, in the compute
+   dtype of ``--precision`` (float32, or bfloat16 / float16 under a mixed policy).
 4. The fraction achieved / matmul peak.
+
+Precision: the classifier is built under ``--precision`` with xtune's ``precision_policy`` (as
+``train.precision`` does; ``auto`` picks by the CPU's flags); its logits stay float32.
 
 Threads: TF intra-op parallelism set to ``--threads`` (default: all cores), as in the peer runs.
 """
@@ -41,6 +45,18 @@ def cpu_name():
     return platform.processor() or "unknown"
 
 
+def cpu_flag_set():
+    """The first CPU's flags in /proc/cpuinfo (without importing xtune_keras, for run.py)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
 def timed(fn, warmup, repeats):
     for _ in range(warmup):
         fn()
@@ -63,6 +79,7 @@ def main(argv=None):
     p.add_argument("--matmul", type=int, default=4096)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--precision", default="float32", help="train.precision's choices (auto: by CPU flags)")
     p.add_argument("--json", default=None, help="also write the numbers here")
     args = p.parse_args(argv)
 
@@ -76,12 +93,15 @@ def main(argv=None):
     from xtune_keras.model.classifier import build_classifier
     from xtune_keras.train.optimizers import build_optimizer
     from xtune_keras.recipes.finetune import compile_model
+    from xtune_keras.train.precision import precision_policy, resolve_precision
 
     config_path = os.path.join(args.encoder, "bert_config.json")
     bert_config = read_config(config_path)
     heads = [{"type": "cls"}, {"type": "mlp", "units": [256], "dropout": 0.1}]
     tf.keras.utils.set_random_seed(0)
-    model = build_classifier(config_path, os.path.join(args.encoder, "bert_model.ckpt"), args.labels, heads)
+    policy = resolve_precision(args.precision)[0]
+    with precision_policy(policy):
+        model = build_classifier(config_path, os.path.join(args.encoder, "bert_model.ckpt"), args.labels, heads)
     compile_model(model, build_optimizer("adam", 1e-4), build_loss("ce"))
 
     rng = np.random.default_rng(0)
@@ -94,8 +114,9 @@ def main(argv=None):
     forward_times = timed(lambda: model.predict_on_batch(x), args.warmup, args.steps)
 
     n = args.matmul
-    a = tf.random.normal([n, n], dtype=tf.float32, seed=1)
-    b = tf.random.normal([n, n], dtype=tf.float32, seed=2)
+    compute_dtype = tf.keras.mixed_precision.Policy(policy).compute_dtype
+    a = tf.cast(tf.random.normal([n, n], dtype=tf.float32, seed=1), compute_dtype)
+    b = tf.cast(tf.random.normal([n, n], dtype=tf.float32, seed=2), compute_dtype)
     matmul = tf.function(lambda a, b: tf.reduce_sum(tf.matmul(a, b)))  # sum: a scalar to sync on
     matmul_times = timed(lambda: matmul(a, b).numpy(), 1, args.repeats)
 
@@ -107,7 +128,8 @@ def main(argv=None):
     peak = matmul_flops / matmul_best
     result = {
         "cpu": cpu_name(), "cores": os.cpu_count(), "threads": args.threads,
-        "tensorflow": tf.__version__,
+        "tensorflow": tf.__version__, "encoder": args.encoder, "precision": policy,
+        "compute_dtype": compute_dtype, "amx_bf16": "amx_bf16" in cpu_flag_set(),
         "batch": args.batch, "seq_len": args.seq_len,
         "train_step": {"gflop": step_flops / 1e9, "median_s": step_median, "best_s": min(step_times),
                        "gflops_per_s": step_flops / step_median / 1e9,
@@ -128,8 +150,9 @@ def main(argv=None):
 
 def markdown(r):
     rows = [
-        "FLOP/s on %s (%d cores, TF %s, %d intra-op threads)" % (r["cpu"], r["cores"], r["tensorflow"],
-                                                                 r["threads"]),
+        "FLOP/s on %s (%d cores, AMX bfloat16: %s, TF %s, %d intra-op threads), %s, precision %s"
+        % (r["cpu"], r["cores"], "yes" if r["amx_bf16"] else "no", r["tensorflow"], r["threads"], r["encoder"],
+           r["precision"]),
         "",
         "| what | GFLOP (analytic) | time (s) | GFLOP/s | of matmul peak |",
         "| --- | ---: | ---: | ---: | ---: |",
@@ -140,8 +163,8 @@ def markdown(r):
         rows.append("| %s | %.1f | %.3f | %.1f | %.1f%% |"
                     % (label, x["gflop"], x["median_s"], x["gflops_per_s"], 100 * x["fraction_of_matmul"]))
     m = r["matmul"]
-    rows.append("| tf.matmul float32 %d x %d (best) | %.1f | %.3f | %.1f | 100%% |"
-                % (m["n"], m["n"], m["gflop"], m["best_s"], m["gflops_per_s"]))
+    rows.append("| tf.matmul %s %d x %d (best) | %.1f | %.3f | %.1f | 100%% |"
+                % (r["compute_dtype"], m["n"], m["n"], m["gflop"], m["best_s"], m["gflops_per_s"]))
     return "\n".join(rows)
 
 

@@ -3,6 +3,7 @@
     .venv/bin/python bench/peers/run.py [--train 1000 --valid 200 --test 800] [--epochs 2]
         [--max-len 128] [--batch-size 32] [--lr 1e-4] [--seed 0] [--threads N]
         [--systems xtune,bert4keras,hf] [--out bench/out/peers/NAME] [--no-flops]
+        [--random-encoder DIR] [--hf-bf16] [--xtune-override train.precision=mixed_bfloat16]
 
 From the repository root. Steps:
 
@@ -18,6 +19,12 @@ From the repository root. Steps:
 3. ``flops.py``: the analytic FLOP/s of an xtune training step at batch x max-len against a
    plain float32 matmul (skipped with --no-flops);
 4. one scorer (score.py) on every predictions.csv; RESULTS.md and results.json in --out.
+
+``--random-encoder DIR``: instead of MiniLM, a random-weight Google-format folder of another shape
+(``xtune tiny-checkpoint DIR --hidden 768 --layers 12 --heads 12 --intermediate 3072 --max-position
+512 --vocab checkpoints/all-MiniLM-L6-v2/vocab.txt`` = BERT-base): the TF sides and flops.py load it,
+the HF side builds a randomly initialised ``BertModel`` of its bert_config.json; the vocabulary is
+MiniLM's, so every side tokenizes as before. For speed only: the weights differ between sides.
 
 See README.md beside this file for what is timed and for the fairness choices.
 """
@@ -63,6 +70,8 @@ def parse(argv=None):
     p.add_argument("--hf-group-by-length", action="store_true",
                    help="run the Trainer with its own length grouping (train_sampling_strategy="
                         "'group_by_length'; default: off, its default)")
+    p.add_argument("--random-encoder", default=None, help="a random-weight Google-format folder (see above)")
+    p.add_argument("--hf-bf16", action="store_true", help="TrainingArguments(bf16=True): torch's bfloat16 autocast")
     p.add_argument("--xtune-override", action="append", default=[], help="extra key=value for xtune train")
     p.add_argument("--no-flops", action="store_true", help="skip flops.py")
     p.add_argument("--flops-args", default="", help="extra arguments for flops.py, e.g. '--matmul 2048'")
@@ -116,20 +125,33 @@ def side_command(system, args, data, out):
         cmd += ["--optim", args.hf_optim]
     if system == "hf" and args.hf_group_by_length:
         cmd += ["--group-by-length"]
+    if system == "hf" and args.hf_bf16:
+        cmd += ["--bf16"]
+    if args.random_encoder:
+        cmd += (["--random-config", os.path.join(args.random_encoder, "bert_config.json")] if system == "hf"
+                else ["--encoder", args.random_encoder])
     if system == "xtune":
         for item in args.xtune_override:
             cmd += ["--xtune-override", item]
     return cmd
 
 
-def training_flops(summary, num_labels):
+def encoder_config(args):
+    """The encoder's shape for flopcount.py (MiniLM's unless --random-encoder)."""
+    if not args.random_encoder:
+        return flopcount.MINILM
+    with open(os.path.join(args.random_encoder, "bert_config.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def training_flops(summary, num_labels, config=None):
     """Analytic FLOPs of the trained batches; ``exact`` when one shape was logged per step."""
     shapes = [tuple(s) for s in summary.get("batch_shapes", [])]
     steps = summary.get("steps_run", 0)
     logged = summary.get("logged_steps", len(shapes))  # micro-batches log several shapes a step
     if not shapes or not steps or not logged:
         return None, False
-    total = flopcount.run_flops(shapes, num_labels=num_labels)
+    total = flopcount.run_flops(shapes, config, num_labels=num_labels)
     if logged == steps:
         return total, True
     return total / logged * steps, False
@@ -146,7 +168,7 @@ def collect(system, args, data, out, child, matmul_gflops):
     row["summary"] = summary
     row["score"] = score.score_files(os.path.join(data, "test.csv"), os.path.join(out, "predictions.csv"))
     timing = summary["timing"]
-    flops, exact = training_flops(summary, len(summary["labels"]))
+    flops, exact = training_flops(summary, len(summary["labels"]), encoder_config(args))
     shapes = summary.get("batch_shapes", [])
     if flops is not None and timing["train_seconds"]:
         row["gflops_per_s"] = flops / timing["train_seconds"] / 1e9
@@ -167,12 +189,14 @@ def markdown(args, data, rows, flops_result):
     lines = [
         "# Peers: xtune_keras vs a plain bert4keras loop vs the HF Trainer",
         "",
-        "Reuters R8 (%s: train %d, valid %d, test %d, seed %d), all-MiniLM-L6-v2, [CLS] -> Dense 256 relu "
+        "Reuters R8 (%s: train %d, valid %d, test %d, seed %d), %s, [CLS] -> Dense 256 relu "
         "-> dropout 0.1 -> Dense 8, softmax cross-entropy, Adam lr %g (eps 1e-6, no decay, no warmup, "
         "no clipping), batch %d, max_len %d, %d epoch(s), final-epoch weights tested. "
-        "%d intra-op threads each, on %d cores."
-        % (data, args.train, args.valid, args.test, args.seed, args.lr, args.batch_size, args.max_len,
-           args.epochs, args.threads, os.cpu_count()),
+        "%d intra-op threads each, on %d cores (%s). Precision: xtune %s, HF %s, bert4keras float32."
+        % (data, args.train, args.valid, args.test, args.seed, encoder_label(args), args.lr, args.batch_size,
+           args.max_len, args.epochs, args.threads, os.cpu_count(), cpu_label(),
+           next((o.split("=", 1)[1] for o in args.xtune_override if o.startswith("train.precision=")), "float32"),
+           "bfloat16 autocast" if args.hf_bf16 else "float32"),
         "",
         "| system | train ex/s | ex/s after warm-up | padded tok/s | GFLOP/s | of matmul peak "
         "| timed train s | peak RSS MiB | process s | test acc | test macro-F1 |",
@@ -234,6 +258,20 @@ def markdown(args, data, rows, flops_result):
     return "\n".join(lines)
 
 
+def encoder_label(args):
+    if not args.random_encoder:
+        return "all-MiniLM-L6-v2"
+    c = encoder_config(args)
+    return ("random weights of shape L%d d%d ff%d (%s; speed only, quality meaningless)"
+            % (c["num_hidden_layers"], c["hidden_size"], c["intermediate_size"], args.random_encoder))
+
+
+def cpu_label():
+    import flops
+
+    return "%s, AMX bfloat16: %s" % (flops.cpu_name(), "yes" if "amx_bf16" in flops.cpu_flag_set() else "no")
+
+
 def valid_text(log):
     parts = []
     for row in log:
@@ -274,6 +312,8 @@ def main(argv=None):
         flops_json = os.path.join(out, "flops.json")
         cmd = [MAIN_PYTHON, os.path.join(HERE, "flops.py"), "--batch", str(args.batch_size),
                "--seq-len", str(args.max_len), "--threads", str(args.threads), "--json", flops_json]
+        if args.random_encoder:
+            cmd += ["--encoder", args.random_encoder]
         cmd += args.flops_args.split()
         child = run_child(cmd, os.path.join(out, "flops.log"))
         print("  flops: %s" % json.dumps(child), flush=True)

