@@ -3,7 +3,7 @@
 # the fresh head's initialisation all follow the seed): is the loss difference of bench/RESULTS.md
 # section 7 beyond seed noise? Needs what bench/pretrain/run.sh needs. Throughput is not read here.
 # XTUNE_OPTIMIZER=adam: the xtune side with torch's AdamW (side_xtune.py --optimizer); SIDES=xtune:
-# the xtune side only (the HF side's summaries already in OUT are read as they are); OUT: where.
+# the xtune side only (the HF side's summaries are read from HF_OUT, default OUT, as they are); OUT: where.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-bench/out/pretrain/seeds}
@@ -18,12 +18,15 @@ for SEED in ${SEEDS:-0 1 2}; do
     [ "${SIDES:-xtune hf}" = xtune ] || bench/out/venv-hf/bin/python bench/pretrain/side_hf.py --encoder "$HF_MINILM" \
         --corpus bench/out/pretrain/r8.txt --out "$OUT/$SEED" --steps 60 --seed "$SEED"
 done
-.venv/bin/python - "$OUT" <<'PY'
+.venv/bin/python - "$OUT" "${HF_OUT:-$OUT}" <<'PY'
 import glob, json, sys
 from scipy import stats
-loss = {side: [json.load(open(p))["loss_last10"] for p in sorted(glob.glob("%s/*/summary_%s.json" % (sys.argv[1], side)))]
-        for side in ("xtune", "hf")}
+folders = {"xtune": sys.argv[1], "hf": sys.argv[2]}
+loss = {side: [json.load(open(p))["loss_last10"] for p in sorted(glob.glob("%s/*/summary_%s.json" % (folder, side)))]
+        for side, folder in folders.items()}
 for side, values in loss.items():
+    if len(values) < 2:
+        sys.exit("%s: %d seed(s) of the %s side found; no Welch test" % (folders[side], len(values), side))
     mean = sum(values) / len(values)
     print(side, "loss steps 51-60 per seed", ["%.3f" % v for v in values], "mean %.3f" % mean,
           "var %.4f" % (sum((v - mean) ** 2 for v in values) / (len(values) - 1)))
