@@ -30,13 +30,15 @@ $(VENV)/.xtune-assets: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check xtune_keras tests bench setup.py
 
-# Both cores (pytest-xdist; loadgroup keeps a module marked xdist_group on one worker, so its
-# module fixture is built once); `test-fast` leaves out the tests marked slow (see pytest.ini).
+# Both cores (pytest-xdist). --dist loadfile: each test file runs on one worker, so a module
+# fixture (test_reproduce's smoke reproduction, test_convert_e5's converted folder) is built once,
+# not once per worker. (loadgroup with xdist_group marks does not group under pytest 9.2:
+# pytest-xdist issue 1386.) `test-fast` leaves out the tests marked slow (see pytest.ini).
 test: $(VENV)/.xtune-assets
-	$(PY) -m pytest -q -n 2 --dist loadgroup
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 test-fast: $(VENV)/.xtune-assets
-	$(PY) -m pytest -q -n 2 --dist loadgroup -m "not slow"
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow"
 
 demo: $(VENV)/.xtune-assets
 	$(VENV)/bin/xtune demo

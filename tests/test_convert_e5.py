@@ -62,8 +62,6 @@ ENGLISH = [
     "Mixed 中英文 text, émojis 😀, ligatures ﬁ and ① with  two   spaces.",
 ]
 SENTENCES = CHINESE + ENGLISH
-# The converted folder (a 470 MB checkpoint) is a module fixture: one worker for the module builds it once.
-pytestmark = pytest.mark.xdist_group("convert_e5")
 PREFIXES = (("query: ", True), ("passage: ", False))
 # Measured on these sentences: min 0.99987, mean 0.99992 (see the module docstring for why not 0.9999 each).
 MIN_COSINE, MEAN_COSINE, MIN_TOKEN_COSINE = 0.9998, 0.9999, 0.999

@@ -16,10 +16,6 @@ from xtune_keras.experiments.writeup_report import hyper_params
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 TABLE_HEADER_RGB = (0xE8, 0xEE, 0xF7)  # writeup_report.STYLE's th background
 
-# The module's smoke reproduction (several minutes) is a module fixture, which pytest-xdist would build
-# once per worker: `--dist loadgroup` (Makefile) keeps every test of this module on one worker.
-pytestmark = pytest.mark.xdist_group("reproduce_smoke")
-
 
 def reproduce(out, *args):
     return subprocess.run([sys.executable, "-m", "xtune_keras.cli", "reproduce", "--scale", "smoke", "--out", out]
