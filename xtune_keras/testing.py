@@ -10,6 +10,7 @@ import numpy as np
 
 from xtune_keras.convert.checkpoints import (CHECKPOINT_NAME, CONFIG_NAME, VOCAB_NAME, expected_shapes,
                                              save_variables)
+from xtune_keras.errors import XtuneError
 from xtune_keras.model.encoders import build_transformer
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -61,8 +62,11 @@ def tiny_vocab():
 
 def read_vocab_lines(path):
     """The tokens of a vocab.txt in id order (one a line, repeats kept: ids are line numbers)."""
-    with open(path, encoding="utf-8") as f:
-        return [line.rstrip("\n") for line in f]
+    try:
+        with open(path, encoding="utf-8") as f:
+            return [line.rstrip("\n") for line in f]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise XtuneError("%s: cannot read the vocabulary (%s)" % (path, str(exc).splitlines()[0]))
 
 
 def write_tiny_checkpoint(directory, model="bert", seed=0, vocab=None, **sizes):
