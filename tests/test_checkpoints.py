@@ -43,16 +43,6 @@ def test_a_random_checkpoint_takes_a_given_vocabulary_and_shape(tmp_path):
     assert written["bert/embeddings/position_embeddings"].shape == (96, 12)
 
 
-def test_a_missing_vocabulary_is_one_line_and_exit_2(tmp_path):
-    import subprocess
-    import sys
-
-    done = subprocess.run([sys.executable, "-m", "xtune_keras.cli", "tiny-checkpoint", str(tmp_path / "ckpt"),
-                           "--vocab", str(tmp_path / "no_such_vocab.txt")], capture_output=True, text=True)
-    assert done.returncode == 2
-    assert done.stderr.strip().count("\n") == 0 and "no_such_vocab.txt" in done.stderr
-
-
 def test_albert_checkpoint_round_trip(tiny_albert):
     written = load_variables(tiny_albert["checkpoint"])
     transformer = build_transformer(tiny_albert["config"], tiny_albert["checkpoint"], model="albert")

@@ -123,3 +123,8 @@ def test_unknown_head_and_bad_choice(setup, tmp_path):
 def test_missing_experiment_file(tmp_path):
     done = cli("train", str(tmp_path / "nope.yaml"))
     assert_one_line_error(done, "nope.yaml", "not found")
+
+
+def test_a_missing_vocabulary_for_tiny_checkpoint(tmp_path):
+    done = cli("tiny-checkpoint", str(tmp_path / "ckpt"), "--vocab", str(tmp_path / "no_such_vocab.txt"))
+    assert_one_line_error(done, "no_such_vocab.txt", "cannot read the vocabulary")
