@@ -48,3 +48,14 @@ def train_step_flops(batch, seq_len, config=None, head_units=256, num_labels=8):
 def run_flops(shapes, config=None, head_units=256, num_labels=8):
     """Training FLOPs of a list of ``(batch, padded length)`` batches."""
     return sum(train_step_flops(b, n, config, head_units, num_labels) for b, n in shapes)
+
+
+def mlm_train_step_flops(batch, seq_len, predicted, vocab_size, config=None):
+    """A masked-LM training step: the encoder (``train_step_flops`` without its classifier head)
+    plus the MLM head (``MLM-Dense`` d x d and the tied d x vocab projection) at ``predicted``
+    positions per sequence: 20 of 128 for xtune (the masked slots), all 128 for ``BertForMaskedLM``."""
+    config = config or MINILM
+    d, layers = config["hidden_size"], config["num_hidden_layers"]
+    encoder = layers * layer_forward_flops(batch, seq_len, d, config["intermediate_size"])
+    head = 2 * batch * predicted * (d * d + d * vocab_size)
+    return 3 * (encoder + head)

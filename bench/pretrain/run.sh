@@ -3,7 +3,7 @@
 # Needs: make demo (MiniLM converted to checkpoints/all-MiniLM-L6-v2, Reuters R8 in data/reuters-r8)
 # and bench/peers/setup_hf_venv.sh (bench/out/venv-hf). Figures: bench/RESULTS.md, "Further pretraining".
 # XTUNE_OPTIMIZER=adam: the xtune side with torch's AdamW (side_xtune.py --optimizer); OUT: where;
-# MEMORY=0: skip the memory runs.
+# MEMORY=0: skip the memory runs. After the two sides: GFLOP/s of each against the matmul peak.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-bench/out/pretrain}
@@ -15,6 +15,9 @@ STEPS=${STEPS:-60}
 .venv/bin/python bench/pretrain/side_xtune.py --encoder checkpoints/all-MiniLM-L6-v2 --corpus "$OUT/r8.txt" --out "$OUT" --steps "$STEPS" \
     --optimizer "${XTUNE_OPTIMIZER:-adamw}"
 bench/out/venv-hf/bin/python bench/pretrain/side_hf.py --encoder "$HF_MINILM" --corpus "$OUT/r8.txt" --out "$OUT" --steps "$STEPS"
+# Achieved GFLOP/s of both sides against this CPU's float32 matmul peak (bench/pretrain/efficiency.py).
+.venv/bin/python bench/peers/flops.py --encoder checkpoints/all-MiniLM-L6-v2 --steps 4 --json "$OUT/flops.json" > /dev/null
+.venv/bin/python bench/pretrain/efficiency.py "$OUT" --encoder checkpoints/all-MiniLM-L6-v2
 [ "${MEMORY:-1}" = 1 ] || exit 0
 # Memory: the same text repeated to 10 MB and 300 MB, 5 steps each; peak RSS of the whole process.
 for MB in 10 300; do
