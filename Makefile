@@ -17,7 +17,7 @@ $(STAMP): setup.py Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PIP) install -q "$(TF_PACKAGE)" tensorboard numpy pandas h5py pyyaml openpyxl matplotlib scipy safetensors "ray==2.60.*" \
-		sentencepiece jieba pytest pytest-xdist ruff
+		sentencepiece jieba "tf2onnx==1.17.0" onnx onnxruntime fastapi uvicorn httpx pytest pytest-xdist ruff
 	$(PIP) install -q --no-deps "tf-keras==2.21.*" "bert4keras==0.11.5" "tensorflow-text==2.21.*"
 	$(PIP) install -q --no-deps -e .
 	touch $(STAMP)

@@ -10,6 +10,7 @@ setup(
     # keras<=2.3.1, which no resolver can satisfy next to TensorFlow 2.21.
     install_requires=["numpy", "pandas", "h5py", "pyyaml", "openpyxl", "matplotlib", "scipy", "safetensors", "jieba"],
     extras_require={"cpu": ["tensorflow-cpu==2.21.*"], "gpu": ["tensorflow==2.21.*"], "ray": ["ray==2.60.*"],
-                    "sentencepiece": ["sentencepiece"]},
+                    "sentencepiece": ["sentencepiece"],
+                    "onnx": ["tf2onnx==1.17.0", "onnx", "onnxruntime"], "serve": ["fastapi", "uvicorn"]},
     entry_points={"console_scripts": ["xtune=xtune_keras.cli:main"]},
 )

@@ -39,6 +39,7 @@ MODULE_MARKS = {
     "test_datasets": ("assets",),
     "test_experiments": ("slow",),
     "test_export": ("slow", "subprocess", "assets"),
+    "test_export_onnx": ("slow", "subprocess"),
     "test_export_sentencepiece": ("assets",),
     "test_generalize": ("slow", "subprocess"),
     "test_heads": ("slow", "subprocess"),

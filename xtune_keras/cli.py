@@ -45,9 +45,17 @@ def cmd_predict(args):
 
 
 def cmd_export(args):
-    from xtune_keras.export.savedmodel import export_model
+    if args.format == "onnx":
+        from xtune_keras.export.onnx import export_onnx
 
-    print(json.dumps(export_model(args.model, args.dir), indent=2, ensure_ascii=False))
+        summary = export_onnx(args.model, args.dir, quantize=args.quantize)
+    elif args.quantize:
+        raise XtuneError("--quantize %s: only with --format onnx" % args.quantize)
+    else:
+        from xtune_keras.export.savedmodel import export_model
+
+        summary = export_model(args.model, args.dir)
+    print(json.dumps(summary, indent=2, ensure_ascii=False))
 
 
 def cmd_ablate(args):
@@ -228,9 +236,15 @@ def build_parser():
     add_quiet_argument(p)
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("export", help="MODEL.h5 as a SavedModel taking raw text: xtune export MODEL.h5 DIR")
+    p = sub.add_parser("export", help="MODEL.h5 as a SavedModel taking raw text (TF Serving, TF users), or as an "
+                                      "ONNX graph for ONNX Runtime: xtune export MODEL.h5 DIR [--format onnx]")
     p.add_argument("model")
     p.add_argument("dir")
+    p.add_argument("--format", choices=("savedmodel", "onnx"), default="savedmodel",
+                   help="savedmodel (default: tokenizer in the graph) or onnx (token ids in; xtune predict, "
+                        "evaluate and serve tokenize)")
+    p.add_argument("--quantize", choices=("int8",), default=None,
+                   help="with --format onnx: int8 weights for every MatMul, activations quantized per batch")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("ablate", help="variants x seeds of an ablation file, one process per run; "

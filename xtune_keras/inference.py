@@ -25,21 +25,46 @@ def read_examples(meta, data_path, with_labels):
 
 def predict_probs(model, meta, token_dict, examples, verbose=0):
     """Per-label probabilities, tokenized with the vocab and truncation rule stored in the .h5."""
+    batches = encoded_batches(meta, token_dict, examples)
+    return probabilities(meta, batches.in_input_order(model.predict(batches, verbose=verbose)))
+
+
+def encoded_batches(meta, token_dict, examples):
+    """The examples tokenized and truncated as in training, in batches sorted by length."""
     tokenizer = tokenizer_from_vocab(token_dict, do_lower_case=meta["lowercase"])
     ids, segs = encode_examples(tokenizer, examples, meta["max_len"], meta["truncation"],
                                 meta["head_ratio"], meta.get("truncation2"))  # absent in older files
-    batches = PaddedBatches(ids, segs, None, PREDICT_BATCH, by_length=True)
-    logits = batches.in_input_order(model.predict(batches, verbose=verbose))
+    return PaddedBatches(ids, segs, None, PREDICT_BATCH, by_length=True)
+
+
+def probabilities(meta, logits):
     return ACTIVATIONS[meta["activation"]](np.asarray(logits, dtype=np.float64))
+
+
+def onnx_probs(logits_of, meta, token_dict, examples):
+    """``predict_probs`` for an ONNX folder's ``logits(token_ids, segment_ids)``."""
+    batches = encoded_batches(meta, token_dict, examples)
+    parts = [logits_of(inputs["Input-Token"], inputs["Input-Segment"]) for (inputs,) in batches]
+    logits = np.concatenate(parts) if parts else np.zeros((0, len(meta["labels"])), np.float32)
+    return probabilities(meta, batches.in_input_order(logits))
 
 
 def open_model(model_path, verbose=0, precision="float32"):
     """``(meta, probabilities_of(examples, data_path))`` of an .h5 file or an exported folder.
 
     A SavedModel folder is fed the raw text through ``serving_default`` (its in-graph tokenizer);
-    its meta (labels, threshold, ...) comes from the export. ``precision``: the .h5's policy for
-    predicting (``train.precision``'s choices; an export computes as it was exported).
+    its meta (labels, threshold, ...) comes from the export. An ONNX folder is fed token ids made
+    here as for the .h5. ``precision``: the .h5's policy for predicting (``train.precision``'s
+    choices; an export computes as it was exported).
     """
+    from xtune_keras.export.folders import is_onnx_export
+
+    if os.path.isdir(model_path) and is_onnx_export(model_path):
+        from xtune_keras.export.onnx import onnx_logits, read_onnx_export
+
+        meta, token_dict = read_onnx_export(model_path)
+        logits_of = onnx_logits(model_path)
+        return meta, lambda examples, data_path: onnx_probs(logits_of, meta, token_dict, examples)
     if os.path.isdir(model_path):
         from xtune_keras.export.savedmodel import open_saved_model
 

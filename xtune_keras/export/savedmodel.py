@@ -30,7 +30,6 @@ the SentencePiece library does for bert4keras's ``SpTokenizer``; a copy lies in 
 """
 import json
 import os
-import shutil
 import tempfile
 import types
 import unicodedata
@@ -46,10 +45,10 @@ from xtune_keras.export.graph_text import (
     PAD_ID, WORD_MAXLEN, encode_pairs, graph_activation, graph_decide, graph_tokenizer, joined_names,
     require_tensorflow_text, vocab_lines,
 )
+from xtune_keras.export.folders import (EXTRA_DIR, META_FILE, check_replaceable, is_saved_model_export,
+                                        staged_folder)
 from xtune_keras.export.patterns import graph_clean_patterns, prepare_texts
 
-EXTRA_DIR = "assets.extra"
-META_FILE = "xtune_meta.json"
 VOCAB_FILE = "vocab.txt"
 SPM_FILE = "spm.model"  # a SentencePiece model's copy in assets.extra (for clients; the graph has its own)
 EXPORT_FORMAT = 1
@@ -165,24 +164,16 @@ def export_model(h5_path, out_dir):
 
     meta, token_dict = read_meta(h5_path)
     check_exportable(meta, token_dict)
-    target = os.path.abspath(out_dir)
-    _check_replaceable(target)
+    check_replaceable(os.path.abspath(out_dir))
     require_tensorflow_text()
     model, meta, token_dict = load_model_file(h5_path)
-    parent = os.path.dirname(target)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".%s.tmp." % os.path.basename(target), dir=parent)
-    try:
-        _write_saved_model(model, meta, token_dict, staging, source=h5_path)
-        _replace_dir(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with staged_folder(out_dir) as saved:
+        _write_saved_model(model, meta, token_dict, saved, source=h5_path)
     return {"saved_model": out_dir, "signatures": list(SIGNATURES), "labels": meta["labels"],
             "max_len": meta["max_len"], "truncation": meta["truncation"]}
 
 
-def _write_saved_model(model, meta, token_dict, directory, source):
-    saved = os.path.join(directory, "model")
+def _write_saved_model(model, meta, token_dict, saved, source):
     sentencepiece = isinstance(token_dict, SentencePieceVocab)
     with tempfile.TemporaryDirectory() as vocab_dir:
         vocab_path = None
@@ -213,25 +204,6 @@ def _export_info(source):
             "tensorflow_text": text.__version__, "python_unicodedata": unicodedata.unidata_version}
 
 
-def is_export(directory):
-    return os.path.isfile(os.path.join(directory, EXTRA_DIR, META_FILE))
-
-
-def _check_replaceable(out_dir):
-    if os.path.isfile(out_dir):
-        raise XtuneError("%s: is a file; give a folder for the SavedModel" % out_dir)
-    if os.path.isdir(out_dir) and os.listdir(out_dir) and not is_export(out_dir):
-        raise XtuneError("%s: folder exists and is not an xtune export; not overwritten" % out_dir)
-
-
-def _replace_dir(staging, out_dir):
-    """Move staging/model to out_dir; an earlier export is moved aside first, then deleted."""
-    old = os.path.join(staging, "old")
-    if os.path.isdir(out_dir):
-        os.rename(out_dir, old)
-    os.rename(os.path.join(staging, "model"), out_dir)
-
-
 # --------------------------------------------------------------------------- using an export
 
 
@@ -239,7 +211,7 @@ def read_export_meta(directory):
     """The meta stored by ``xtune export`` (the .h5's meta plus an ``export`` entry)."""
     if not os.path.isdir(directory):
         raise XtuneError("%s: model folder not found" % directory)
-    if not is_export(directory):
+    if not is_saved_model_export(directory):
         raise XtuneError("%s: not an xtune SavedModel (no %s/%s); make one with xtune export"
                          % (directory, EXTRA_DIR, META_FILE))
     with open(os.path.join(directory, EXTRA_DIR, META_FILE), encoding="utf-8") as f:
