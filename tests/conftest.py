@@ -52,6 +52,7 @@ MODULE_MARKS = {
     "test_reproduce": ("slow", "subprocess", "assets"),
     "test_resume": ("slow", "subprocess"),
     "test_roundtrip": ("slow", "subprocess"),
+    "test_serve": ("slow", "subprocess"),
     "test_strategy": ("slow", "subprocess"),
     "test_sweep": ("slow", "subprocess"),
     "test_train": ("subprocess",),

@@ -58,6 +58,14 @@ def cmd_export(args):
     print(json.dumps(summary, indent=2, ensure_ascii=False))
 
 
+def cmd_serve(args):
+    from xtune_keras.export.serve import serve
+
+    serve({"model": args.model, "host": args.host, "port": args.port, "max_batch": args.max_batch,
+           "max_wait_ms": args.max_wait_ms, "max_texts": args.max_texts, "max_body_bytes": args.max_body_bytes,
+           "workers": args.workers, "precision": args.precision})
+
+
 def cmd_ablate(args):
     from xtune_keras.experiments.sweep import run_sweep
 
@@ -246,6 +254,20 @@ def build_parser():
     p.add_argument("--quantize", choices=("int8",), default=None,
                    help="with --format onnx: int8 weights for every MatMul, activations quantized per batch")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("serve", help="an HTTP JSON API over MODEL (.h5, SavedModel or ONNX folder): POST /predict, "
+                                     "GET /health, GET /meta, with dynamic batching")
+    p.add_argument("model")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--max-batch", type=int, default=32, help="texts predicted together at most (default 32)")
+    p.add_argument("--max-wait-ms", type=float, default=5.0,
+                   help="how long the first waiting text waits for others to join its batch (default 5)")
+    p.add_argument("--max-texts", type=int, default=256, help="texts in one request at most (default 256; 413 past it)")
+    p.add_argument("--max-body-bytes", type=int, default=1_000_000, help="request body at most (default 1 MB; 413)")
+    p.add_argument("--workers", type=int, default=1, help="server processes, each with its own model (default 1)")
+    add_precision_argument(p)
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("ablate", help="variants x seeds of an ablation file, one process per run; "
                                       "mean/variance table with Welch t-tests against row 0")

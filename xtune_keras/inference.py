@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pandas as pd
 from xtune_keras.data.batches import PaddedBatches
-from xtune_keras.data.tables import LabelVocab, load_examples
+from xtune_keras.data.tables import LabelVocab, examples_from_texts, load_examples
 from xtune_keras.model.encoders import tokenizer_from_vocab
 from xtune_keras.errors import XtuneError
 from xtune_keras.train.metrics import ACTIVATIONS, classification_metrics
@@ -71,6 +71,25 @@ def open_model(model_path, verbose=0, precision="float32"):
         return open_saved_model(model_path, batch_size=PREDICT_BATCH)
     model, meta, vocab = load_model_file(model_path, precision)
     return meta, lambda examples, data_path: predict_probs(model, meta, vocab, examples, verbose)
+
+
+def open_text_model(model_path, precision="float32"):
+    """``(meta, probabilities_of_texts(text1, text2))`` of any model kind, for texts that are the
+    joined cells of ``data.text1`` / ``data.text2`` (``text2`` a list of "" for none): cleaned and
+    tokenized as a table's rows are (``xtune serve``)."""
+    from xtune_keras.export.folders import is_onnx_export
+
+    if os.path.isdir(model_path) and not is_onnx_export(model_path):
+        from xtune_keras.export.savedmodel import open_saved_model_texts
+
+        return open_saved_model_texts(model_path, batch_size=PREDICT_BATCH)
+    meta, probabilities_of = open_model(model_path, precision=precision)
+
+    def probabilities_of_texts(text1, text2):
+        examples = examples_from_texts(text1, text2 if meta["text2"] else None, meta["clean_patterns"])
+        return probabilities_of(examples, None)
+
+    return meta, probabilities_of_texts
 
 
 def evaluate_file(model_path, data_path, threshold=None, verbose=0, precision="float32"):

@@ -111,11 +111,23 @@ def _place(path, row, where):
 
 def _joined_text(table, index, columns, patterns):
     parts = [_cell_text(table[column].iat[index]) for column in columns]
-    text = " ".join(part for part in parts if part)
+    return _cleaned(" ".join(part for part in parts if part), patterns)
+
+
+def _cleaned(text, patterns):
     for pattern in patterns:
         # A space, not "": removing a template must not glue the words around it together.
         text = pattern.sub(" ", text)
     return " ".join(text.split())
+
+
+def examples_from_texts(text1, text2=None, clean_patterns=(), source="request"):
+    """Examples of already joined texts (a server's request), cleaned as ``load_examples`` cleans
+    a table's cells; no labels."""
+    patterns = _compile_patterns(clean_patterns)
+    first = [_cleaned(text, patterns) for text in text1]
+    second = None if text2 is None else [_cleaned(text, patterns) for text in text2]
+    return Examples(text1=first, text2=second, labels=None, source=source, rows=list(range(1, len(first) + 1)))
 
 
 def _parse_label(cell, place, column, multi_label, label_sep, require_labels):

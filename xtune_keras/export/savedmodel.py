@@ -235,17 +235,22 @@ def raw_texts(meta, data_path):
 
 def open_saved_model(directory, batch_size=64):
     """``(meta, probabilities_of)`` like ``inference.open_model``, for an exported folder."""
+    meta, probabilities_of_texts = open_saved_model_texts(directory, batch_size)
+    return meta, lambda examples, data_path: probabilities_of_texts(*raw_texts(meta, data_path))
+
+
+def open_saved_model_texts(directory, batch_size=64):
+    """``(meta, probabilities_of_texts(text1, text2))``: raw joined cells in, as ``serving_default``
+    takes them (it cleans and tokenizes them itself)."""
     meta = read_export_meta(directory)
     require_tensorflow_text()
     serve = tf.saved_model.load(directory).signatures["serving_default"]
 
-    def probabilities_of(examples, data_path):
-        text1, text2 = raw_texts(meta, data_path)
+    def probabilities_of_texts(text1, text2):
         logits = [serve(text1=tf.constant(text1[i:i + batch_size], tf.string),
                         text2=tf.constant(text2[i:i + batch_size], tf.string))["logits"].numpy()
                   for i in range(0, len(text1), batch_size)]
         logits = np.concatenate(logits) if logits else np.zeros((0, len(meta["labels"])), np.float32)
         return ACTIVATIONS[meta["activation"]](logits.astype(np.float64))
 
-    return meta, probabilities_of
-
+    return meta, probabilities_of_texts
