@@ -1,4 +1,5 @@
-"""Inference throughput of the exported SavedModel against the Keras .h5 path, on the same texts.
+"""Inference throughput of the exports (SavedModel, ONNX float32 and int8) against the Keras .h5
+path, on the same texts.
 
     .venv/bin/python bench/export_throughput.py [--model checkpoints/demo_reuters_r8_minilm.h5]
         [--data data/reuters-r8/test.csv] [--export-dir bench/out/demo_export] [--repeats 3]
@@ -8,9 +9,13 @@ Rows (all on the same texts, batches of 64):
   (b) Keras ``model.predict`` in a Python loop over batches tokenized beforehand (bert4keras,
       not timed);
   (c) ``xtune predict MODEL.h5`` end to end in a subprocess (start-up, reading, tokenizing, writing);
-  (d) ``xtune predict EXPORT_DIR`` end to end in a subprocess.
-(a) and (b) report the median of ``--repeats`` passes after one untimed warm-up batch (tracing).
-Prints a Markdown table, then how far (a)'s probabilities are from (b)'s.
+  (d) ``xtune predict EXPORT_DIR`` end to end in a subprocess;
+  (e), (f) ONNX Runtime on the float32 and the int8 ONNX export (``xtune export --format onnx
+      [--quantize int8]``), fed the batches of (b);
+  (g) ``xtune predict`` on the int8 ONNX folder end to end in a subprocess.
+(a), (b), (e) and (f) report the median of ``--repeats`` passes after one untimed warm-up batch.
+Prints the CPU and its flags, a Markdown table, how far (a)'s and (e)'s probabilities are from
+(b)'s, and the int8 model's decisions and macro-F1 against float32's on the labelled texts.
 """
 import argparse
 import os
@@ -26,8 +31,11 @@ import tensorflow as tf
 from bert4keras.snippets import sequence_padding
 from bert4keras.tokenizers import Tokenizer
 
+from xtune_keras.data.tables import LabelVocab
+from xtune_keras.export.onnx import export_onnx, onnx_logits
 from xtune_keras.export.savedmodel import export_model, raw_texts, require_tensorflow_text
 from xtune_keras.inference import read_examples
+from xtune_keras.train.metrics import classification_metrics
 from xtune_keras.model.modelfile import load_model_file
 from xtune_keras.data.truncation import encode_examples
 
@@ -61,20 +69,55 @@ def saved_model_pass(directory, text1, text2, repeats):
     return median_pass_seconds(run, repeats), run()
 
 
-def keras_pass(model, meta, token_dict, examples, repeats):
-    """(seconds, probabilities) of model.predict over batches tokenized beforehand."""
+def padded_batches(meta, token_dict, examples):
+    """Batches of 64 in input order, tokenized by bert4keras and padded to each batch's longest."""
     tokenizer = Tokenizer(token_dict, do_lower_case=meta["lowercase"])
     ids, segments = encode_examples(tokenizer, examples, meta["max_len"], meta["truncation"], meta["head_ratio"])
-    padded = [[sequence_padding(i).astype(np.int32), sequence_padding(s).astype(np.int32)]
-              for i, s in zip(batches(ids), batches(segments))]
+    return [[sequence_padding(i).astype(np.int32), sequence_padding(s).astype(np.int32)]
+            for i, s in zip(batches(ids), batches(segments))]
+
+
+def sigmoid(logits):
+    return 0.5 * (1.0 + np.tanh(0.5 * logits.astype(np.float64)))
+
+
+def keras_pass(model, padded, repeats):
+    """(seconds, probabilities) of model.predict over batches tokenized beforehand."""
     model.predict(padded[0], verbose=0)  # warm-up
 
     def run():
         return np.concatenate([model.predict(batch, verbose=0) for batch in padded])
 
-    logits = run()
-    probs = 0.5 * (1.0 + np.tanh(0.5 * logits.astype(np.float64)))
-    return median_pass_seconds(run, repeats), probs
+    return median_pass_seconds(run, repeats), sigmoid(run())
+
+
+def onnx_pass(directory, padded, repeats):
+    """(seconds, probabilities) of an ONNX export in ONNX Runtime over the batches of (b)."""
+    logits = onnx_logits(directory)
+    logits(*padded[0])  # warm-up
+
+    def run():
+        return np.concatenate([logits(*batch) for batch in padded])
+
+    return median_pass_seconds(run, repeats), sigmoid(run())
+
+
+def cpu_description():
+    """The CPU model and the flags that decide matmul speed (this workplace's CPUs vary)."""
+    model, flags = platform.processor() or platform.machine(), set()
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and model in ("", platform.machine(), "x86_64"):
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+    wanted = ["avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8"]
+    return "%s (%s)" % (model, ", ".join(f for f in wanted if f in flags) or "no AVX2")
+
+
+def decisions(probs, threshold):
+    return probs > np.asarray(threshold)
 
 
 def cli_seconds(model_path, data_path):
@@ -104,22 +147,31 @@ def main(argv=None):
     start = time.perf_counter()
     export_model(args.model, args.export_dir)
     export_seconds = time.perf_counter() - start
+    onnx_dirs = {"float32": args.export_dir + "_onnx", "int8": args.export_dir + "_onnx_int8"}
+    for quantize, directory in onnx_dirs.items():
+        export_onnx(args.model, directory, quantize=None if quantize == "float32" else quantize)
     model, meta, token_dict = load_model_file(args.model)
     if meta["activation"] != "sigmoid":
         sys.exit("this benchmark compares sigmoid models (the demo model)")
-    examples = read_examples(meta, args.data, with_labels=False)
+    examples = read_examples(meta, args.data, with_labels=True)
     text1, text2 = raw_texts(meta, args.data)
     count = len(examples)
+    padded = padded_batches(meta, token_dict, examples)
 
     a_seconds, a_probs = saved_model_pass(args.export_dir, text1, text2, args.repeats)
-    b_seconds, b_probs = keras_pass(model, meta, token_dict, examples, args.repeats)
+    b_seconds, b_probs = keras_pass(model, padded, args.repeats)
+    e_seconds, e_probs = onnx_pass(onnx_dirs["float32"], padded, args.repeats)
+    f_seconds, f_probs = onnx_pass(onnx_dirs["int8"], padded, args.repeats)
     c_seconds = cli_seconds(args.model, args.data)
     d_seconds = cli_seconds(args.export_dir, args.data)
+    g_seconds = cli_seconds(onnx_dirs["int8"], args.data)
 
-    print("%s, %d CPU cores, TensorFlow %s, model %s (max_len %d, %s truncation), %d texts from %s, "
-          "load average %.2f" % (platform.processor() or platform.machine(), os.cpu_count(), tf.__version__,
-                                 os.path.basename(args.model), meta["max_len"], meta["truncation"], count,
-                                 args.data, os.getloadavg()[0]))
+    import onnxruntime
+    print("%s, %d CPU cores, TensorFlow %s, ONNX Runtime %s, model %s (max_len %d, %s truncation), "
+          "%d texts from %s, load average %.2f"
+          % (cpu_description(), os.cpu_count(), tf.__version__, onnxruntime.__version__,
+             os.path.basename(args.model), meta["max_len"], meta["truncation"], count, args.data,
+             os.getloadavg()[0]))
     print()
     print("| path | texts | seconds | texts/s | what is timed |")
     print("| --- | ---: | ---: | ---: | --- |")
@@ -129,11 +181,25 @@ def main(argv=None):
               "batches of %d; bert4keras tokenizing not timed; median of %d" % (BATCH, args.repeats)))
     print(row("(c) `xtune predict MODEL.h5`", count, c_seconds, "one process, start-up to CSV written"))
     print(row("(d) `xtune predict EXPORT_DIR`", count, d_seconds, "one process, start-up to CSV written"))
+    print(row("(e) ONNX float32 in ONNX Runtime, pre-tokenized", count, e_seconds,
+              "the batches of (b); median of %d; %.2fx (b)" % (args.repeats, b_seconds / e_seconds)))
+    print(row("(f) ONNX int8 in ONNX Runtime, pre-tokenized", count, f_seconds,
+              "the batches of (b); median of %d; %.2fx (b)" % (args.repeats, b_seconds / f_seconds)))
+    print(row("(g) `xtune predict ONNX_INT8_DIR`", count, g_seconds, "one process, start-up to CSV written"))
     print()
-    threshold = np.asarray(meta["threshold"])
-    decisions_equal = np.array_equal(a_probs > threshold, b_probs > threshold)
-    print("(a) vs (b): max |probability difference| %.2e; decisions identical: %s; export took %.1f s"
-          % (np.abs(a_probs - b_probs).max(), decisions_equal, export_seconds))
+    threshold = meta["threshold"]
+    for name, probs in (("(a)", a_probs), ("(e)", e_probs), ("(f)", f_probs)):
+        print("%s vs (b): max |probability difference| %.2e; decisions identical: %s"
+              % (name, np.abs(probs - b_probs).max(),
+                 np.array_equal(decisions(probs, threshold), decisions(b_probs, threshold))))
+    agree = (decisions(f_probs, threshold) == decisions(e_probs, threshold)).all(axis=1)
+    y_true = LabelVocab(meta["labels"]).encode(examples)
+    f1 = {name: classification_metrics(y_true, probs, meta["multi_label"], threshold)["macro_f1"]
+          for name, probs in (("float32", e_probs), ("int8", f_probs))}
+    print("int8 vs float32 ONNX: decisions equal on %d of %d texts (%.2f%%); macro-F1 %.4f vs %.4f "
+          "(difference %+.4f)" % (agree.sum(), count, 100.0 * agree.mean(), f1["int8"], f1["float32"],
+                                  f1["int8"] - f1["float32"]))
+    print("SavedModel export took %.1f s" % export_seconds)
 
 
 if __name__ == "__main__":
