@@ -11,9 +11,10 @@ Rows (all on the same texts, batches of 64):
   (c) ``xtune predict MODEL.h5`` end to end in a subprocess (start-up, reading, tokenizing, writing);
   (d) ``xtune predict EXPORT_DIR`` end to end in a subprocess;
   (e), (f) ONNX Runtime on the float32 and the int8 ONNX export (``xtune export --format onnx
-      [--quantize int8]``), fed the batches of (b);
-  (g) ``xtune predict`` on the int8 ONNX folder end to end in a subprocess.
-(a), (b), (e) and (f) report the median of ``--repeats`` passes after one untimed warm-up batch.
+      [--quantize int8]``: ONNX Runtime's fused attention, LayerNorm and GELU), fed the batches of (b);
+  (g) ``xtune predict`` on the int8 ONNX folder end to end in a subprocess;
+  (h), (i) as (e), (f) with ``--no-fuse`` (the graph as tf2onnx converts it).
+(a), (b), (e), (f), (h) and (i) report the median of ``--repeats`` passes after one untimed warm-up batch.
 Prints the CPU and its flags, a Markdown table, how far (a)'s and (e)'s probabilities are from
 (b)'s, and the int8 model's decisions and macro-F1 against float32's on the labelled texts.
 """
@@ -147,9 +148,11 @@ def main(argv=None):
     start = time.perf_counter()
     export_model(args.model, args.export_dir)
     export_seconds = time.perf_counter() - start
-    onnx_dirs = {"float32": args.export_dir + "_onnx", "int8": args.export_dir + "_onnx_int8"}
-    for quantize, directory in onnx_dirs.items():
-        export_onnx(args.model, directory, quantize=None if quantize == "float32" else quantize)
+    onnx_dirs = {}
+    for quantize in ("float32", "int8"):
+        for fuse, suffix in ((True, ""), (False, "_unfused")):
+            directory = onnx_dirs[quantize + suffix] = "%s_onnx_%s%s" % (args.export_dir, quantize, suffix)
+            export_onnx(args.model, directory, quantize=None if quantize == "float32" else quantize, fuse=fuse)
     model, meta, token_dict = load_model_file(args.model)
     if meta["activation"] != "sigmoid":
         sys.exit("this benchmark compares sigmoid models (the demo model)")
@@ -162,6 +165,8 @@ def main(argv=None):
     b_seconds, b_probs = keras_pass(model, padded, args.repeats)
     e_seconds, e_probs = onnx_pass(onnx_dirs["float32"], padded, args.repeats)
     f_seconds, f_probs = onnx_pass(onnx_dirs["int8"], padded, args.repeats)
+    h_seconds, h_probs = onnx_pass(onnx_dirs["float32_unfused"], padded, args.repeats)
+    i_seconds, i_probs = onnx_pass(onnx_dirs["int8_unfused"], padded, args.repeats)
     c_seconds = cli_seconds(args.model, args.data)
     d_seconds = cli_seconds(args.export_dir, args.data)
     g_seconds = cli_seconds(onnx_dirs["int8"], args.data)
@@ -186,19 +191,23 @@ def main(argv=None):
     print(row("(f) ONNX int8 in ONNX Runtime, pre-tokenized", count, f_seconds,
               "the batches of (b); median of %d; %.2fx (b)" % (args.repeats, b_seconds / f_seconds)))
     print(row("(g) `xtune predict ONNX_INT8_DIR`", count, g_seconds, "one process, start-up to CSV written"))
+    print(row("(h) ONNX float32, `--no-fuse`", count, h_seconds,
+              "as (e); %.2fx (b); (e) is %.2fx (h)" % (b_seconds / h_seconds, h_seconds / e_seconds)))
+    print(row("(i) ONNX int8, `--no-fuse`", count, i_seconds,
+              "as (f); %.2fx (b); (f) is %.2fx (i)" % (b_seconds / i_seconds, i_seconds / f_seconds)))
     print()
     threshold = meta["threshold"]
-    for name, probs in (("(a)", a_probs), ("(e)", e_probs), ("(f)", f_probs)):
+    for name, probs in (("(a)", a_probs), ("(e)", e_probs), ("(f)", f_probs), ("(h)", h_probs), ("(i)", i_probs)):
         print("%s vs (b): max |probability difference| %.2e; decisions identical: %s"
               % (name, np.abs(probs - b_probs).max(),
                  np.array_equal(decisions(probs, threshold), decisions(b_probs, threshold))))
-    agree = (decisions(f_probs, threshold) == decisions(e_probs, threshold)).all(axis=1)
     y_true = LabelVocab(meta["labels"]).encode(examples)
-    f1 = {name: classification_metrics(y_true, probs, meta["multi_label"], threshold)["macro_f1"]
-          for name, probs in (("float32", e_probs), ("int8", f_probs))}
-    print("int8 vs float32 ONNX: decisions equal on %d of %d texts (%.2f%%); macro-F1 %.4f vs %.4f "
-          "(difference %+.4f)" % (agree.sum(), count, 100.0 * agree.mean(), f1["int8"], f1["float32"],
-                                  f1["int8"] - f1["float32"]))
+    for name, int8, float32 in (("(f) vs (e)", f_probs, e_probs), ("(i) vs (h)", i_probs, h_probs)):
+        agree = (decisions(int8, threshold) == decisions(float32, threshold)).all(axis=1)
+        f1 = [classification_metrics(y_true, probs, meta["multi_label"], threshold)["macro_f1"]
+              for probs in (int8, float32)]
+        print("int8 vs float32 ONNX %s: decisions equal on %d of %d texts (%.2f%%); macro-F1 %.4f vs %.4f "
+              "(difference %+.4f)" % (name, agree.sum(), count, 100.0 * agree.mean(), f1[0], f1[1], f1[0] - f1[1]))
     print("SavedModel export took %.1f s" % export_seconds)
 
 

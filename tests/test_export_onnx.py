@@ -25,9 +25,11 @@ pytest.importorskip("onnxruntime", reason="ONNX export needs onnxruntime (make i
 
 
 @pytest.fixture(scope="module")
-def models(tiny_ckpt, tmp_path_factory):
+def models(tiny_ckpt, tiny_albert, tmp_path_factory):
     """A two-segment multi-label TextCNN + MLP model (head+tail, tuned thresholds, a clean pattern)
-    and a one-segment single-label softmax model, each exported as float32 and as int8 ONNX."""
+    and a one-segment single-label softmax model on the last two layers pooled, each exported as
+    float32 and as int8 ONNX (fused); the pair model also unfused, and an ALBERT model (layers
+    shared across blocks: only its embedding LayerNorm can be fused) as float32."""
     tmp = tmp_path_factory.mktemp("onnx")
     os.makedirs(tmp / "pair_data")
     pair_data = write_multilabel_csvs(str(tmp / "pair_data"))
@@ -43,9 +45,16 @@ def models(tiny_ckpt, tmp_path_factory):
     single_yaml = write_experiment(str(tmp / "single.yaml"), single_data, tiny_ckpt["dir"], str(tmp),
                                    name="single", model={"loss": "ce"}, train={"epochs": 1},
                                    data={"text1": ["text"], "text2": [], "label": "label",
-                                         "multi_label": False, "max_len": 12, "truncation": "tail"})
+                                         "multi_label": False, "max_len": 12, "truncation": "tail"},
+                                   encoder={"dir": tiny_ckpt["dir"], "pool_layers": 2})
+    albert_yaml = write_experiment(str(tmp / "albert.yaml"), single_data, tiny_albert["dir"], str(tmp),
+                                   name="albert", model={"loss": "ce"}, train={"epochs": 1},
+                                   data={"text1": ["text"], "text2": [], "label": "label",
+                                         "multi_label": False, "max_len": 12},
+                                   encoder={"dir": tiny_albert["dir"], "model": "albert"})
     out = {}
-    for name, yaml_path, data in (("pair", pair_yaml, pair_data), ("single", single_yaml, single_data)):
+    for name, yaml_path, data in (("pair", pair_yaml, pair_data), ("single", single_yaml, single_data),
+                                  ("albert", albert_yaml, single_data)):
         h5 = run_experiment(load_config(yaml_path), echo=False)["h5"]
         out[name] = {"h5": h5, "data": data, "float32": str(tmp / ("%s_onnx" % name)),
                      "int8": str(tmp / ("%s_int8" % name))}
@@ -55,6 +64,10 @@ def models(tiny_ckpt, tmp_path_factory):
     export_onnx(out["single"]["h5"], out["single"]["float32"])
     for name in ("pair", "single"):
         export_onnx(out[name]["h5"], out[name]["int8"], quantize="int8")
+    out["pair"]["unfused"] = str(tmp / "pair_unfused")
+    done = cli("export", out["pair"]["h5"], out["pair"]["unfused"], "--format", "onnx", "--no-fuse")
+    assert done.returncode == 0, done.stderr[-3000:]
+    export_onnx(out["albert"]["h5"], out["albert"]["float32"])
     return out
 
 
@@ -79,13 +92,38 @@ def test_layout_and_meta(models):
     assert read_onnx_export(models["pair"]["int8"])[0]["export"]["quantize"] == "int8"
 
 
-@pytest.mark.parametrize("name", ["pair", "single"])
-def test_float32_probabilities_equal_the_keras_model(models, name):
+@pytest.mark.parametrize("name, kind", [("pair", "float32"), ("single", "float32"), ("pair", "unfused"),
+                                        ("albert", "float32")])
+def test_float32_probabilities_equal_the_keras_model(models, name, kind):
     model, meta, token_dict = load_model_file(models[name]["h5"])
     examples = corpus_examples(meta)
     keras_probs = predict_probs(model, meta, token_dict, examples)
-    probs = onnx_probs(onnx_logits(models[name]["float32"]), meta, token_dict, examples)
+    probs = onnx_probs(onnx_logits(models[name][kind]), meta, token_dict, examples)
     np.testing.assert_allclose(probs, keras_probs, atol=1e-4, rtol=0)
+
+
+def op_counts(directory):
+    import onnx
+
+    counts = {}
+    for node in onnx.load(os.path.join(directory, "model.onnx")).graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
+def test_fused_graphs_use_onnx_runtime_kernels_where_bert4keras_layers_allow(models, tiny_ckpt):
+    layers = json.load(open(tiny_ckpt["config"]))["num_hidden_layers"]
+    fused = read_onnx_export(models["pair"]["float32"])[0]["export"]["fused"]
+    assert fused == {"MultiHeadAttention": layers, "FeedForward": layers, "LayerNormalization": 2 * layers + 1}
+    ops = op_counts(models["pair"]["float32"])
+    assert ops["Attention"] == layers and "Erf" not in ops and "Expand" not in ops
+    assert sum(ops.values()) < sum(op_counts(models["pair"]["unfused"]).values()) / 3
+    unfused = op_counts(models["pair"]["unfused"])
+    assert "Attention" not in unfused and "LayerNormalization" not in unfused
+    assert read_onnx_export(models["pair"]["unfused"])[0]["export"]["fused"] == {}
+    assert op_counts(models["pair"]["int8"])["QAttention"] == layers  # attention's products quantized too
+    # ALBERT shares one attention, feed-forward and LayerNorm across blocks: those stay as converted
+    assert read_onnx_export(models["albert"]["float32"])[0]["export"]["fused"] == {"LayerNormalization": 1}
 
 
 @pytest.mark.parametrize("name", ["pair", "single"])

@@ -48,9 +48,9 @@ def cmd_export(args):
     if args.format == "onnx":
         from xtune_keras.export.onnx import export_onnx
 
-        summary = export_onnx(args.model, args.dir, quantize=args.quantize)
-    elif args.quantize:
-        raise XtuneError("--quantize %s: only with --format onnx" % args.quantize)
+        summary = export_onnx(args.model, args.dir, quantize=args.quantize, fuse=not args.no_fuse)
+    elif args.quantize or args.no_fuse:
+        raise XtuneError("--quantize, --no-fuse: only with --format onnx")
     else:
         from xtune_keras.export.savedmodel import export_model
 
@@ -253,6 +253,9 @@ def build_parser():
                         "evaluate and serve tokenize)")
     p.add_argument("--quantize", choices=("int8",), default=None,
                    help="with --format onnx: int8 weights for every MatMul, activations quantized per batch")
+    p.add_argument("--no-fuse", action="store_true",
+                   help="with --format onnx: keep bert4keras's layers as tf2onnx converts them (default: ONNX "
+                        "Runtime's fused attention, LayerNorm and GELU kernels in their place)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("serve", help="an HTTP JSON API over MODEL (.h5, SavedModel or ONNX folder): POST /predict, "

@@ -10,7 +10,9 @@ Python (bert4keras's tokenizer and xtune's truncation, as for the ``.h5``): ONNX
 that reproduce them.
 
 Steps: tf2onnx converts a ``tf.function`` around the Keras model (with the two handlers of
-``onnx_ops``); ``--quantize int8`` quantizes the weights of every MatMul to int8 with dynamic
+``onnx_ops``); ``onnx_fusions`` puts ONNX Runtime's fused attention, LayerNorm and GELU kernels in
+place of bert4keras's layers (``fuse=False``, ``--no-fuse``: the graph as converted);
+``--quantize int8`` quantizes the weights of every MatMul (and fused attention) to int8 with dynamic
 (per batch) activation scales (``onnxruntime.quantization.quantize_dynamic``); ONNX Runtime's graph
 optimizer at its extended level (constant folding, MatMul+Add and activation fusions, LayerNorm and
 GELU where their pattern matches; the level that is not tied to one CPU) then rewrites it offline.
@@ -46,7 +48,7 @@ def require_onnx():
     return tf2onnx, onnxruntime
 
 
-def export_onnx(h5_path, out_dir, quantize=None):
+def export_onnx(h5_path, out_dir, quantize=None, fuse=True):
     """Write the ONNX folder of ``h5_path`` to ``out_dir`` (replaced only if it is an earlier
     export); returns a summary. The folder appears complete or not at all."""
     from xtune_keras.model.modelfile import load_model_file, read_meta
@@ -60,37 +62,41 @@ def export_onnx(h5_path, out_dir, quantize=None):
     model, meta, token_dict = load_model_file(h5_path)
     with staged_folder(out_dir) as folder:
         os.makedirs(folder)
-        nodes = _write_onnx(model, folder, quantize)
+        nodes, fused = _write_onnx(model, folder, quantize, fuse)
         _write_meta(folder, meta, token_dict, {
             "format": "onnx", "source": os.path.basename(h5_path), "quantize": quantize, "opset": OPSET,
-            "inputs": list(INPUTS), "outputs": ["logits"], "nodes": nodes,
+            "inputs": list(INPUTS), "outputs": ["logits"], "fused": fused, "nodes": nodes,
             "xtune_version": xtune_keras.__version__, "tensorflow": tf.__version__,
             "tf2onnx": tf2onnx.__version__, "onnxruntime": ort.__version__})
     return {"onnx": os.path.join(out_dir, MODEL_FILE), "quantize": quantize, "labels": meta["labels"],
-            "max_len": meta["max_len"], "truncation": meta["truncation"], "nodes": nodes}
+            "max_len": meta["max_len"], "truncation": meta["truncation"], "fused": fused, "nodes": nodes}
 
 
-def _write_onnx(model, folder, quantize):
-    """model.onnx in ``folder``; returns its node count per op type (what the optimizer fused)."""
+def _write_onnx(model, folder, quantize, fuse):
+    """model.onnx in ``folder``; returns its node count per op type and ``{layer class: fused count}``."""
     import onnx
 
+    from xtune_keras.export.onnx_fusions import apply_fusions, fusable_layers, keep_outputs
+
     tf2onnx, ort = require_onnx()
-    specs = tuple(tf.TensorSpec([None, None], tf.int32, name=name) for name in INPUTS)
-    dtypes = [tensor.dtype for tensor in model.inputs]  # bert4keras inputs are float32
-
-    @tf.function(input_signature=specs)
-    def logits(token_ids, segment_ids):
-        out = model([tf.cast(token_ids, dtypes[0]), tf.cast(segment_ids, dtypes[1])], training=False)
-        return {"logits": tf.cast(out, tf.float32)}
-
     converted = os.path.join(folder, "converted.onnx")
-    tf2onnx.convert.from_function(logits, input_signature=specs, opset=OPSET, output_path=converted)
+    layers = fusable_layers(model) if fuse else []
+    exposed = _convert(tf2onnx, model, layers, converted)
+    fused = {}
+    if layers:
+        graph = onnx.load(converted)
+        fused = apply_fusions(graph.graph, layers, exposed)
+        keep_outputs(graph, ["logits"])
+        onnx.save(graph, converted)
     source = converted
-    if quantize == "int8":  # before the optimizer: its fused ops (com.microsoft) defeat the quantizer's shape inference
+    if quantize == "int8":  # before ONNX Runtime's optimizer, whose own fused ops the quantizer does not know
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         source = os.path.join(folder, "quantized.onnx")
-        quantize_dynamic(converted, source, weight_type=QuantType.QInt8)
+        # The fused ops (com.microsoft) stop ONNX's shape inference, which the quantizer asks for the
+        # type of each MatMul's input; every activation here is float32.
+        quantize_dynamic(converted, source, weight_type=QuantType.QInt8,
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     final = os.path.join(folder, MODEL_FILE)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
@@ -101,7 +107,30 @@ def _write_onnx(model, folder, quantize):
     counts = {}
     for node in onnx.load(final).graph.node:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
-    return dict(sorted(counts.items()))
+    return dict(sorted(counts.items())), fused
+
+
+def _convert(tf2onnx, model, layers, path):
+    """tf2onnx's graph of the logits, with the input and output of each of ``layers`` as an extra
+    graph output (what ``onnx_fusions`` rewrites); returns ``{id(keras tensor): output name}``."""
+    from bert4keras.backend import keras
+
+    tensors = list({id(t): t for _, x, y in layers for t in (x, y)}.values())
+    exposed = {id(t): "xtune_tensor_%d" % i for i, t in enumerate(tensors)}
+    probe = keras.Model(model.inputs, [model.output] + tensors) if tensors else model
+    specs = tuple(tf.TensorSpec([None, None], tf.int32, name=name) for name in INPUTS)
+    dtypes = [tensor.dtype for tensor in model.inputs]  # bert4keras inputs are float32
+
+    @tf.function(input_signature=specs)
+    def logits(token_ids, segment_ids):
+        out = probe([tf.cast(token_ids, dtypes[0]), tf.cast(segment_ids, dtypes[1])], training=False)
+        out = out if tensors else [out]
+        named = {"logits": tf.cast(out[0], tf.float32)}
+        named.update({exposed[id(t)]: value for t, value in zip(tensors, out[1:])})
+        return named
+
+    tf2onnx.convert.from_function(logits, input_signature=specs, opset=OPSET, output_path=path)
+    return exposed
 
 
 def _write_meta(folder, meta, token_dict, info):
