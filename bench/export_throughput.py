@@ -20,7 +20,6 @@ Prints the CPU and its flags, a Markdown table, how far (a)'s and (e)'s probabil
 """
 import argparse
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ import tensorflow as tf
 from bert4keras.snippets import sequence_padding
 from bert4keras.tokenizers import Tokenizer
 
+from xtune_keras.cpu import cpu_description
 from xtune_keras.data.tables import LabelVocab
 from xtune_keras.export.onnx import export_onnx, onnx_logits
 from xtune_keras.export.savedmodel import export_model, raw_texts, require_tensorflow_text
@@ -101,20 +101,6 @@ def onnx_pass(directory, padded, repeats):
         return np.concatenate([logits(*batch) for batch in padded])
 
     return median_pass_seconds(run, repeats), sigmoid(run())
-
-
-def cpu_description():
-    """The CPU model and the flags that decide matmul speed (this workplace's CPUs vary)."""
-    model, flags = platform.processor() or platform.machine(), set()
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name") and model in ("", platform.machine(), "x86_64"):
-                    model = line.split(":", 1)[1].strip()
-                elif line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-    wanted = ["avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8"]
-    return "%s (%s)" % (model, ", ".join(f for f in wanted if f in flags) or "no AVX2")
 
 
 def decisions(probs, threshold):

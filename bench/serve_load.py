@@ -2,13 +2,15 @@
 
     .venv/bin/python bench/serve_load.py [MODEL] [--data data/reuters-r8/test.csv] [--clients 16]
         [--seconds 60] [--texts-per-request 1] [--port 8765] [--max-batch 32] [--max-wait-ms 5]
+        [--sample-seconds 10]
 
 Starts ``xtune serve MODEL`` as a subprocess (the same command a user types), waits for
 ``/health``, sends one warm-up request, reads the server's RSS, then runs ``--clients`` threads,
 each with its own keep-alive connection, posting ``{"texts": [...]}`` drawn in turn from the
 test table for ``--seconds``. Prints the CPU, requests/s, texts/s, p50/p90/p99 latency, errors
 (non-200 answers or broken connections) and the server's RSS (VmRSS from /proc/PID/status)
-before and after, and VmHWM (its peak). The clients share the 2 cores with the server, so the
+before and after, VmHWM (its peak), and VmRSS every ``--sample-seconds`` during the run (does it
+level off, or keep growing?). The clients share the 2 cores with the server, so the
 figures are a lower bound of the server alone.
 """
 import argparse
@@ -23,8 +25,7 @@ import time
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from export_throughput import cpu_description  # noqa: E402  (one CPU description for every bench)
+from xtune_keras.cpu import cpu_description
 
 
 def memory_kib(pid):
@@ -77,6 +78,13 @@ def client(port, bodies, offset, stop_at, latencies, errors):
             errors.append(status)
 
 
+def sample_memory(pid, every, stop, samples):
+    """Append ``(seconds since start, VmRSS KiB)`` every ``every`` seconds until ``stop`` is set."""
+    start = time.perf_counter()
+    while not stop.wait(every):
+        samples.append((time.perf_counter() - start, memory_kib(pid)["VmRSS"]))
+
+
 def request_bodies(data_path, text_column, per_request):
     texts = pd.read_csv(data_path)[text_column].fillna("").astype(str).tolist()
     return [json.dumps({"texts": texts[i:i + per_request]}).encode("utf-8")
@@ -94,6 +102,7 @@ def main(argv=None):
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    parser.add_argument("--sample-seconds", type=float, default=10.0, help="RSS sampled this often during the run")
     args = parser.parse_args(argv)
 
     bodies = request_bodies(args.data, args.text_column, args.texts_per_request)
@@ -109,12 +118,17 @@ def main(argv=None):
         stop_at = time.perf_counter() + args.seconds
         threads = [threading.Thread(target=client, args=(args.port, bodies, k * 37, stop_at, latencies, errors))
                    for k in range(args.clients)]
+        samples, stop = [], threading.Event()
+        sampler = threading.Thread(target=sample_memory, args=(server.pid, args.sample_seconds, stop, samples))
         start = time.perf_counter()
+        sampler.start()
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         elapsed = time.perf_counter() - start
+        stop.set()
+        sampler.join()
         after = memory_kib(server.pid)
         alive = server.poll() is None
     finally:
@@ -135,6 +149,10 @@ def main(argv=None):
         np.percentile(ms, 50), np.percentile(ms, 90), np.percentile(ms, 99), len(errors),
         before["VmRSS"] / 1024, after["VmRSS"] / 1024, after["VmHWM"] / 1024))
     print()
+    print("RSS during the run (s: MiB): " + ", ".join("%.0f: %.0f" % (t, kib / 1024) for t, kib in samples))
+    if len(samples) >= 4:
+        half = len(samples) // 2
+        print("RSS growth over the second half of the run: %+.1f MiB" % ((samples[-1][1] - samples[half][1]) / 1024))
     print("server still running at the end: %s; error kinds: %s" % (alive, sorted(set(map(str, errors))) or "none"))
 
 

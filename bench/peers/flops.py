@@ -24,7 +24,6 @@ Threads: TF intra-op parallelism set to ``--threads`` (default: all cores), as i
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -32,29 +31,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import flopcount  # noqa: E402
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def cpu_flag_set():
-    """The first CPU's flags in /proc/cpuinfo (without importing xtune_keras, for run.py)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+from xtune_keras.cpu import cpu_flags, cpu_name  # noqa: E402  (no TensorFlow)
 
 
 def timed(fn, warmup, repeats):
@@ -129,7 +106,7 @@ def main(argv=None):
     result = {
         "cpu": cpu_name(), "cores": os.cpu_count(), "threads": args.threads,
         "tensorflow": tf.__version__, "encoder": args.encoder, "precision": policy,
-        "compute_dtype": compute_dtype, "amx_bf16": "amx_bf16" in cpu_flag_set(),
+        "compute_dtype": compute_dtype, "amx_bf16": "amx_bf16" in cpu_flags(),
         "batch": args.batch, "seq_len": args.seq_len,
         "train_step": {"gflop": step_flops / 1e9, "median_s": step_median, "best_s": min(step_times),
                        "gflops_per_s": step_flops / step_median / 1e9,

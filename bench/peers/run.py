@@ -267,9 +267,9 @@ def encoder_label(args):
 
 
 def cpu_label():
-    import flops
+    from xtune_keras.cpu import cpu_flags, cpu_name  # no TensorFlow in the harness
 
-    return "%s, AMX bfloat16: %s" % (flops.cpu_name(), "yes" if "amx_bf16" in flops.cpu_flag_set() else "no")
+    return "%s, AMX bfloat16: %s" % (cpu_name(), "yes" if "amx_bf16" in cpu_flags() else "no")
 
 
 def valid_text(log):

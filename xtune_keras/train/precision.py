@@ -12,21 +12,7 @@ it, TensorFlow emulates bfloat16 and a step is slower than float32 (bench/RESULT
 """
 import contextlib
 
-CPUINFO = "/proc/cpuinfo"
-
-
-def cpu_flags(cpuinfo_text=None):
-    """The flags of the first CPU in ``/proc/cpuinfo`` (or in ``cpuinfo_text``); empty if unknown."""
-    if cpuinfo_text is None:
-        try:
-            with open(CPUINFO, encoding="utf-8") as f:
-                cpuinfo_text = f.read()
-        except OSError:
-            return set()
-    for line in cpuinfo_text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
+from xtune_keras.cpu import cpu_flags
 
 
 def resolve_precision(precision, flags=None):

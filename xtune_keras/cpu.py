@@ -1,0 +1,39 @@
+"""What this CPU is, from /proc/cpuinfo, without TensorFlow: ``train.precision: auto`` reads its
+flags, and every benchmark prints its model and the flags that decide matmul speed (this
+workplace's CPUs vary between sessions: AMX or not)."""
+import platform
+
+CPUINFO = "/proc/cpuinfo"
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def _cpuinfo(cpuinfo_text=None):
+    if cpuinfo_text is not None:
+        return cpuinfo_text
+    try:
+        with open(CPUINFO, encoding="utf-8") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def _first(field, cpuinfo_text=None):
+    for line in _cpuinfo(cpuinfo_text).splitlines():
+        if line.startswith(field):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+def cpu_flags(cpuinfo_text=None):
+    """The flags of the first CPU in ``/proc/cpuinfo`` (or in ``cpuinfo_text``); empty if unknown."""
+    return set((_first("flags", cpuinfo_text) or "").split())
+
+
+def cpu_name(cpuinfo_text=None):
+    return _first("model name", cpuinfo_text) or platform.processor() or platform.machine() or "unknown"
+
+
+def cpu_description(cpuinfo_text=None):
+    """``"<model> (<speed flags present>)"``, e.g. ``Intel(R) Xeon(R) Processor (avx2, ..., amx_bf16)``."""
+    flags = cpu_flags(cpuinfo_text)
+    return "%s (%s)" % (cpu_name(cpuinfo_text), ", ".join(f for f in SPEED_FLAGS if f in flags) or "no AVX2")
