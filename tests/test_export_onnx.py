@@ -121,7 +121,8 @@ def test_fused_graphs_use_onnx_runtime_kernels_where_bert4keras_layers_allow(mod
     unfused = op_counts(models["pair"]["unfused"])
     assert "Attention" not in unfused and "LayerNormalization" not in unfused
     assert read_onnx_export(models["pair"]["unfused"])[0]["export"]["fused"] == {}
-    assert op_counts(models["pair"]["int8"])["QAttention"] == layers  # attention's products quantized too
+    int8 = op_counts(models["pair"]["int8"])
+    assert int8["QAttention"] == layers and "SkipLayerNormalization" not in int8  # SLOW_FUSIONS left out
     # ALBERT shares one attention, feed-forward and LayerNorm across blocks: those stay as converted
     assert read_onnx_export(models["albert"]["float32"])[0]["export"]["fused"] == {"LayerNormalization": 1}
 
