@@ -56,6 +56,27 @@ def test_a_rerun_resumes_without_training(smoke):
     assert " seed 0" not in done.stdout  # the sweeps print "[i/n] name seed k" before each run they train
 
 
+def test_an_interrupted_reproduction_still_gets_its_report(smoke, tmp_path, monkeypatch):
+    """As if stopped before the generalization tests: their run folders are gone."""
+    import json
+
+    from xtune_keras.experiments.writeup_report import write_report
+
+    out = str(tmp_path / "interrupted")
+    shutil.copytree(smoke, out, ignore=shutil.ignore_patterns("*.h5"))
+    gtest_runs = [name for name in os.listdir(os.path.join(out, "runs")) if name.startswith(GTEST.split("%")[0])]
+    assert len(gtest_runs) == 4, os.listdir(os.path.join(out, "runs"))
+    for name in gtest_runs:
+        shutil.rmtree(os.path.join(out, "runs", name))
+    monkeypatch.chdir(out)
+    with open(os.path.join("plan", "plan.json"), encoding="utf-8") as f:
+        write_report(json.load(f), "smoke")
+    with open("README.md", encoding="utf-8") as f:
+        report = f.read()
+    generalization = report.split("## Generalization of bert model")[1].split("## ")[0]
+    assert "Not run yet." in generalization and "## Ablation table" in report
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
 def test_the_page_shows_its_tables_in_headless_chromium(smoke, tmp_path):
     from matplotlib.image import imread

@@ -179,7 +179,10 @@ def generalization(plan):
     if not plan["generalize"]:
         return Section("Generalization of bert model", ["Skipped: %s." % plan["skipped"]["generalization"]])
     loaded = load_generalization(plan["generalize"])
-    rows, tables = report_ablation(loaded, planned_runs(loaded))
+    runs = planned_runs(loaded)
+    if not finished_results(runs):  # an interrupted reproduction still gets its report
+        return Section("Generalization of bert model", ["Not run yet."])
+    rows, tables = report_ablation(loaded, runs)
     header = ["index", "bert freezing", "data homology", "runs", "val-acc", "V(val-acc)", "Welch p vs v1",
               "write-up's best result"]
     body = [[row["variant"] + ".h5", str(loaded["cells"][row["variant"]][0]), str(loaded["cells"][row["variant"]][1]),
