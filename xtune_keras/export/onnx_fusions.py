@@ -168,10 +168,7 @@ def keep_outputs(model, names):
     graph = model.graph
     for output in [o for o in graph.output if o.name not in names]:
         graph.output.remove(output)
-    prune(graph)
-    ordered = topological_order(graph)
-    del graph.node[:]
-    graph.node.extend(ordered)
+    prune(graph)  # leaves the nodes in topological order
     del graph.value_info[:]  # shapes of removed tensors; ONNX Runtime infers them again
     if MS_DOMAIN not in {opset.domain for opset in model.opset_import}:
         model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
