@@ -121,6 +121,14 @@ def _cleaned(text, patterns):
     return " ".join(text.split())
 
 
+def column_texts(path, column):
+    """Every row's text of one ``column`` of the table at ``path``, as ``load_examples`` reads it (empty ones too)."""
+    table = read_table(path)
+    if column not in table.columns:
+        raise XtuneError("%s: missing column %r (columns: %s)" % (path, column, ", ".join(map(str, table.columns))))
+    return [_joined_text(table, i, [column], ()) for i in range(len(table))]
+
+
 def examples_from_texts(text1, text2=None, clean_patterns=(), source="request"):
     """Examples of already joined texts (a server's request), cleaned as ``load_examples`` cleans
     a table's cells; no labels."""
