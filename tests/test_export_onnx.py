@@ -29,7 +29,8 @@ def models(tiny_ckpt, tiny_albert, tmp_path_factory):
     """A two-segment multi-label TextCNN + MLP model (head+tail, tuned thresholds, a clean pattern)
     and a one-segment single-label softmax model on the last two layers pooled, each exported as
     float32 and as int8 ONNX (fused); the pair model also unfused, and an ALBERT model (layers
-    shared across blocks: only its embedding LayerNorm can be fused) as float32."""
+    shared across blocks: only its embedding LayerNorm can be fused) as float32; a [CLS] model (the
+    default heads on the last layer: its last block is computed for the first token only)."""
     tmp = tmp_path_factory.mktemp("onnx")
     os.makedirs(tmp / "pair_data")
     pair_data = write_multilabel_csvs(str(tmp / "pair_data"))
@@ -52,9 +53,13 @@ def models(tiny_ckpt, tiny_albert, tmp_path_factory):
                                    data={"text1": ["text"], "text2": [], "label": "label",
                                          "multi_label": False, "max_len": 12},
                                    encoder={"dir": tiny_albert["dir"], "model": "albert"})
+    cls_yaml = write_experiment(str(tmp / "cls.yaml"), single_data, tiny_ckpt["dir"], str(tmp), name="cls",
+                                model={"loss": "ce"}, train={"epochs": 1},
+                                data={"text1": ["text"], "text2": [], "label": "label", "multi_label": False,
+                                      "max_len": 12})
     out = {}
     for name, yaml_path, data in (("pair", pair_yaml, pair_data), ("single", single_yaml, single_data),
-                                  ("albert", albert_yaml, single_data)):
+                                  ("albert", albert_yaml, single_data), ("cls", cls_yaml, single_data)):
         h5 = run_experiment(load_config(yaml_path), echo=False)["h5"]
         out[name] = {"h5": h5, "data": data, "float32": str(tmp / ("%s_onnx" % name)),
                      "int8": str(tmp / ("%s_int8" % name))}
@@ -62,7 +67,8 @@ def models(tiny_ckpt, tiny_albert, tmp_path_factory):
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout)["quantize"] is None
     export_onnx(out["single"]["h5"], out["single"]["float32"])
-    for name in ("pair", "single"):
+    export_onnx(out["cls"]["h5"], out["cls"]["float32"])
+    for name in ("pair", "single", "cls"):
         export_onnx(out[name]["h5"], out[name]["int8"], quantize="int8")
     out["pair"]["unfused"] = str(tmp / "pair_unfused")
     done = cli("export", out["pair"]["h5"], out["pair"]["unfused"], "--format", "onnx", "--no-fuse")
@@ -93,7 +99,7 @@ def test_layout_and_meta(models):
 
 
 @pytest.mark.parametrize("name, kind", [("pair", "float32"), ("single", "float32"), ("pair", "unfused"),
-                                        ("albert", "float32")])
+                                        ("albert", "float32"), ("cls", "float32")])
 def test_float32_probabilities_equal_the_keras_model(models, name, kind):
     model, meta, token_dict = load_model_file(models[name]["h5"])
     examples = corpus_examples(meta)
@@ -127,7 +133,26 @@ def test_fused_graphs_use_onnx_runtime_kernels_where_bert4keras_layers_allow(mod
     assert read_onnx_export(models["albert"]["float32"])[0]["export"]["fused"] == {"LayerNormalization": 1}
 
 
-@pytest.mark.parametrize("name", ["pair", "single"])
+def first_token_gathers(directory):
+    import onnx
+
+    return [node for node in onnx.load(os.path.join(directory, "model.onnx")).graph.node
+            if node.op_type == "Gather" and node.name.startswith("xtune_fused/")]
+
+
+def test_a_cls_model_computes_its_last_block_for_the_first_token_only(models, tiny_ckpt):
+    layers = json.load(open(tiny_ckpt["config"]))["num_hidden_layers"]
+    for kind in ("float32", "int8"):
+        assert read_onnx_export(models["cls"][kind])[0]["export"]["fused"]["FirstTokenOnly"] == 1
+        # the attention output and its residual input, gathered at position 0
+        assert len(first_token_gathers(models["cls"][kind])) == 2
+    # TextCNN reads every position; pooled layers read two layers; ALBERT's attention is not fused
+    for name in ("pair", "single", "albert"):
+        assert "FirstTokenOnly" not in read_onnx_export(models[name]["float32"])[0]["export"]["fused"]
+    assert read_onnx_export(models["cls"]["float32"])[0]["export"]["fused"]["MultiHeadAttention"] == layers
+
+
+@pytest.mark.parametrize("name", ["pair", "single", "cls"])
 def test_int8_is_quantized_and_close_to_float32(models, name):
     import onnx
 

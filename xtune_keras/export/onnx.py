@@ -80,7 +80,7 @@ def _write_onnx(model, folder, quantize, fuse):
     """model.onnx in ``folder``; returns its node count per op type and ``{layer class: fused count}``."""
     import onnx
 
-    from xtune_keras.export.onnx_fusions import apply_fusions, fusable_layers, keep_outputs
+    from xtune_keras.export.onnx_fusions import apply_fusions, first_token_only, fusable_layers, keep_outputs
 
     tf2onnx, ort = require_onnx()
     converted = os.path.join(folder, "converted.onnx")
@@ -91,6 +91,8 @@ def _write_onnx(model, folder, quantize, fuse):
         graph = onnx.load(converted)
         fused = apply_fusions(graph.graph, layers, exposed)
         keep_outputs(graph, ["logits"])
+        if first_token_only(graph.graph):
+            fused["FirstTokenOnly"] = 1
         onnx.save(graph, converted)
     source = converted
     if quantize == "int8":  # before ONNX Runtime's optimizer, whose own fused ops the quantizer does not know

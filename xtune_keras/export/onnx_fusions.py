@@ -153,6 +153,105 @@ def apply_fusions(graph, layers, tensor_names):
     return done
 
 
+# Ops that compute each token position from that position alone (given 2-D weights for MatMul and
+# the last axis for LayerNormalization): after the last attention, a head that reads one token
+# needs them for that token only.
+POSITION_WISE = {"MatMul", "Add", "LayerNormalization", "Gelu", "FastGelu", "BiasGelu", "Relu", "Identity"}
+
+
+def first_token_only(graph):
+    """When the model's head reads only the first token of the encoder's last layer (``TokenSlice``
+    index 0, the [CLS] heads), compute the layer after its attention for that token alone: the
+    attention output and its residual input are gathered at position 0 before the output
+    projection, the residual adds, the LayerNorms and the feed-forward block. The attention itself
+    still sees every position (keys and values). Exact: every op between is position-wise (Sun et
+    al.'s PoWER-BERT and FasterTransformer drop the other positions of the last layer likewise).
+    Returns the number of layers rewritten (0 or 1); anything else in the chain leaves the graph as it is."""
+    producers = {out: node for node in graph.node for out in node.output}
+    readers = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    weights = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    attentions = [node for node in graph.node if node.op_type == "Attention" and node.domain == MS_DOMAIN]
+    if not attentions:
+        return 0
+    attention = attentions[-1]
+    slices = [node for node in graph.node if is_first_token_slice(node, weights)]
+    if len(slices) != 1:
+        return 0
+    outputs = {output.name for output in graph.output}
+    chain = position_wise_chain(slices[0], attention, producers, readers, weights, outputs)
+    if chain is None:
+        return 0
+    fused = FusedNodes()
+    index = helper.make_tensor(fused.name("first_token"), TensorProto.INT64, [1], [0])
+    graph.initializer.append(index)
+    gathered = {}
+    for node in chain:
+        for i, name in enumerate(node.input):
+            if name in (attention.output[0], attention.input[0]):
+                if name not in gathered:
+                    gathered[name] = fused.node("Gather", [name, index.name], axis=1)
+                node.input[i] = gathered[name]
+    graph.node.extend(fused.nodes)
+    ordered = topological_order(graph)  # the Gathers before their readers
+    del graph.node[:]
+    graph.node.extend(ordered)
+    return 1
+
+
+def is_first_token_slice(node, weights):
+    """``x[:, 0:1]`` (tf2onnx's form of ``x[:, 0]``, a Squeeze follows): axis 1 from 0 to 1, any
+    other axis it names whole (from 0 to at least int32's maximum, step 1)."""
+    if node.op_type != "Slice" or len(node.input) < 4 or not all(n in weights for n in node.input[1:] if n):
+        return False
+    starts, ends, axes = (weights[n].tolist() for n in node.input[1:4])
+    steps = weights[node.input[4]].tolist() if len(node.input) > 4 and node.input[4] else [1] * len(axes)
+    cut = {axis: (start, end, step) for start, end, axis, step in zip(starts, ends, axes, steps)}
+    whole = all(start == 0 and end >= 2 ** 31 - 1 and step == 1
+                for axis, (start, end, step) in cut.items() if axis != 1)
+    return cut.get(1) == (0, 1, 1) and whole
+
+
+def position_wise_chain(first_slice, attention, producers, readers, weights, graph_outputs):
+    """The nodes from ``attention``'s output to what ``first_slice`` reads, if all are position-wise,
+    read nothing but each other, weights, the attention's output and its input, and their outputs
+    are read by nothing else (the slice excepted); otherwise None."""
+    edge = {attention.output[0], attention.input[0]}
+    chain, seen, todo = [], set(), [first_slice.input[0]]
+    while todo:
+        node = producers.get(todo.pop())
+        if node is None:
+            return None  # a graph input: not the last layer's block
+        if id(node) in seen:
+            continue
+        if not is_position_wise(node, weights):
+            return None
+        seen.add(id(node))
+        chain.append(node)
+        todo += [name for name in node.input if name and name not in weights and name not in edge]
+    if not any(attention.output[0] in node.input for node in chain):
+        return None
+    allowed = seen | {id(first_slice)}
+    for node in chain:
+        for out in node.output:
+            if out in graph_outputs or any(id(reader) not in allowed for reader in readers.get(out, ())):
+                return None
+    return chain
+
+
+def is_position_wise(node, weights):
+    """One of POSITION_WISE whose constant inputs are per-feature vectors (a MatMul's: a 2-D kernel)."""
+    if node.op_type not in POSITION_WISE:
+        return False
+    if node.op_type == "MatMul":
+        return node.input[1] in weights and weights[node.input[1]].ndim == 2
+    if node.op_type == "LayerNormalization" and any(a.i != -1 for a in node.attribute if a.name == "axis"):
+        return False
+    return all(weights[name].ndim <= 1 for name in node.input if name in weights)
+
+
 def underlying_tensor(name, producers):
     """The tensor behind a graph output: through the Identity nodes tf2onnx puts before outputs."""
     node = producers.get(name)
