@@ -13,6 +13,7 @@ import os
 import tempfile
 import time
 
+from xtune_keras import compat  # noqa: F401  (first: tf.keras 2 for bert4keras)
 import numpy as np
 import onnxruntime as ort
 from bert4keras.snippets import sequence_padding
