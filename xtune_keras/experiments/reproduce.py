@@ -55,8 +55,8 @@ class Scale:
 SCALES = {
     # What the tests run: tiny random encoders, a few rows, one seed.
     "smoke": Scale((40, 16, 16), 1, 1, 1, 32, 16, "tiny", 1, (8, 1), 20),
-    # Real encoders on 2 CPU cores in about 2 hours (one TAPT epoch: 280 steps of e5's 250k-piece
-    # MLM output; three took 38 minutes of the first full run, bench/RESULTS.md §10).
+    # Real encoders on 2 CPU cores in about 2 hours on an AVX-512 Xeon, longer where the CPU has
+    # only AVX2 (bench/RESULTS.md §10); one TAPT epoch of 280 steps.
     "cpu": Scale((400, 200, 200), 2, 2, 2, 64, 32, "real", 1, (16, 2)),
     # The write-up's TEST STANDARD (5 epochs, 5 seeds) on all of inews: for a GPU or a Ray cluster.
     "full": Scale((5355, 998, 999), 5, 3, None, None, None, "real", None, (16, 16)),
