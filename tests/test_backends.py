@@ -166,20 +166,31 @@ def test_cli_passes_backend_options_to_the_sweep(monkeypatch, tmp_path):
     assert (defaults.backend, defaults.address, defaults.cpus_per_run, defaults.gpus_per_run) == ("local", None, 1, 0)
 
 
+def test_a_run_gets_tensorflow_threads_for_its_share_of_the_cpus():
+    from xtune_keras.experiments.backends import tf_threads
+
+    assert [tf_threads(c) for c in (0.5, 1, 1.5, 2, 4)] == [1, 1, 1, 2, 4]
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/<pid>/maps")
-def test_ray_task_runs_in_the_driver_directory_without_loading_tensorflow(tmp_path):
+def test_ray_task_runs_in_the_driver_directory_without_loading_tensorflow(tmp_path, monkeypatch):
     """The task body is shipped by value: the Ray worker running it loads no xtune_keras, hence no
     TensorFlow (the run's own process does); the command runs in the directory it is given."""
     from xtune_keras.experiments.backends import _task_function
 
     script = ("import os, sys; maps = open('/proc/%d/maps' % os.getppid()).read(); "
               "print(os.getcwd(), 'tensorflow' in maps, file=sys.stderr)")
+    for key in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+        monkeypatch.delenv(key, raising=False)  # the workers inherit the driver's environment
     ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
         train_run = ray.remote(num_cpus=1)(_task_function())
-        code, last = ray.get(train_run.remote([sys.executable, "-c", script], str(tmp_path)))
+        code, last = ray.get(train_run.remote([sys.executable, "-c", script], str(tmp_path), 1))
         assert (code, last) == (0, "%s False" % tmp_path)
-        code, last = ray.get(train_run.remote([sys.executable, "-c", "import sys; sys.exit(3)"], str(tmp_path)))
+        code, last = ray.get(train_run.remote([sys.executable, "-c", "import sys; sys.exit(3)"], str(tmp_path), 1))
         assert (code, last) == (3, "(no output)")
+        threads = "import os, sys; print(os.environ['TF_NUM_INTRAOP_THREADS'], os.environ['TF_NUM_INTEROP_THREADS'], " \
+                  "file=sys.stderr)"
+        assert ray.get(train_run.remote([sys.executable, "-c", threads], str(tmp_path), 2)) == (0, "2 2")
     finally:
         ray.shutdown()

@@ -184,7 +184,8 @@ def _run_tasks(ray, base, runs, todo, echo, cpus, gpus):
     pending = {}
     for index, (name, seed, overrides, _) in todo:
         extra = ["output.h5=%s" % json.dumps(own_h5[index])] if index in own_h5 else []
-        pending[remote.remote(train_command(base, list(overrides) + extra), cwd)] = (index, name, seed)
+        pending[remote.remote(train_command(base, list(overrides) + extra), cwd, tf_threads(cpus))] = (
+            index, name, seed)
     if echo:
         print("ray: %d of %d runs to train, %g CPU and %g GPU each" % (len(todo), total, cpus, gpus), flush=True)
     done, failures = total - len(todo), []
@@ -212,13 +213,24 @@ def _run_tasks(ray, base, runs, todo, echo, cpus, gpus):
     return [(key, message) for _, key, message in sorted(failures)]
 
 
+def tf_threads(cpus):
+    """TensorFlow's intra- and inter-op pool sizes for a run given ``cpus`` CPUs: its share, not
+    the whole machine (runs side by side would otherwise each start a pool per core and contend)."""
+    return max(1, int(cpus))
+
+
 def _task_function():
     """The task body, built here so that Ray ships it by value: a Ray worker then imports only
     the standard library, not xtune_keras (whose import loads TensorFlow)."""
 
-    def train_run(command, cwd):
+    def train_run(command, cwd, threads):
+        import os as _os
         import subprocess
         import sys as _sys
+
+        env = dict(_os.environ)
+        for key in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):  # read by TensorFlow at start
+            env.setdefault(key, str(threads))
 
         def die_with_parent():  # Linux: the run is killed when its Ray worker is
             try:
@@ -230,7 +242,7 @@ def _task_function():
                 pass
 
         try:
-            done = subprocess.run(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            done = subprocess.run(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                   text=True, preexec_fn=die_with_parent if _sys.platform == "linux" else None)
         except OSError as exc:  # no such Python or working directory on this node
             return 127, "cannot start %s in %s: %s" % (command[0], cwd, exc)
