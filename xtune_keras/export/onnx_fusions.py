@@ -164,8 +164,8 @@ def first_token_only(graph):
     index 0, the [CLS] heads), compute the layer after its attention for that token alone: the
     attention output and its residual input are gathered at position 0 before the output
     projection, the residual adds, the LayerNorms and the feed-forward block. The attention itself
-    still sees every position (keys and values). Exact: every op between is position-wise (Sun et
-    al.'s PoWER-BERT and FasterTransformer drop the other positions of the last layer likewise).
+    still sees every position (keys and values). Exact: every op between is position-wise, so the
+    other positions' outputs of this layer could only reach the logits through the head, which drops them.
     Returns the number of layers rewritten (0 or 1); anything else in the chain leaves the graph as it is."""
     producers = {out: node for node in graph.node for out in node.output}
     readers = {}
