@@ -45,6 +45,39 @@ def timed(fn, warmup, repeats):
     return times
 
 
+def benchmark_step(encoder, batch, seq_len, labels, precision):
+    """The benchmark's classifier, compiled, and its fixed batch: ``(model, x, y, policy)``.
+
+    ``encoder`` -> [CLS] -> Dense 256 relu -> dropout 0.1 -> Dense ``labels``; softmax CE; xtune's
+    Adam at 1e-4; built under ``precision`` (``auto`` picks by the CPU's flags). The batch is
+    ``batch`` x ``seq_len`` random real-token ids, seed 0, no [PAD]: every position is real work.
+    """
+    from xtune_keras import compat  # noqa: F401  (first: TensorFlow with the bert4keras repairs)
+    import numpy as np
+    import tensorflow as tf
+
+    from xtune_keras.model.classifier import build_classifier
+    from xtune_keras.model.encoders import read_config
+    from xtune_keras.model.losses import build_loss
+    from xtune_keras.recipes.finetune import compile_model
+    from xtune_keras.train.optimizers import build_optimizer
+    from xtune_keras.train.precision import precision_policy, resolve_precision
+
+    config_path = os.path.join(encoder, "bert_config.json")
+    heads = [{"type": "cls"}, {"type": "mlp", "units": [256], "dropout": 0.1}]
+    tf.keras.utils.set_random_seed(0)
+    policy = resolve_precision(precision)[0]
+    with precision_policy(policy):
+        model = build_classifier(config_path, os.path.join(encoder, "bert_model.ckpt"), labels, heads)
+    compile_model(model, build_optimizer("adam", 1e-4), build_loss("ce"))
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(1000, read_config(config_path)["vocab_size"], size=(batch, seq_len)).astype(np.int32)
+    tokens[:, 0], tokens[:, -1] = 101, 102  # [CLS] ... [SEP]
+    x = {"Input-Token": tokens, "Input-Segment": np.zeros_like(tokens)}
+    y = np.eye(labels, dtype=np.float32)[rng.integers(0, labels, size=batch)]
+    return model, x, y, policy
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--encoder", default="checkpoints/all-MiniLM-L6-v2")
@@ -61,31 +94,12 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     from xtune_keras import compat  # noqa: F401  (first: TensorFlow with the bert4keras repairs)
-    import numpy as np
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     from xtune_keras.model.encoders import read_config
-    from xtune_keras.model.losses import build_loss
-    from xtune_keras.model.classifier import build_classifier
-    from xtune_keras.train.optimizers import build_optimizer
-    from xtune_keras.recipes.finetune import compile_model
-    from xtune_keras.train.precision import precision_policy, resolve_precision
-
-    config_path = os.path.join(args.encoder, "bert_config.json")
-    bert_config = read_config(config_path)
-    heads = [{"type": "cls"}, {"type": "mlp", "units": [256], "dropout": 0.1}]
-    tf.keras.utils.set_random_seed(0)
-    policy = resolve_precision(args.precision)[0]
-    with precision_policy(policy):
-        model = build_classifier(config_path, os.path.join(args.encoder, "bert_model.ckpt"), args.labels, heads)
-    compile_model(model, build_optimizer("adam", 1e-4), build_loss("ce"))
-
-    rng = np.random.default_rng(0)
-    tokens = rng.integers(1000, bert_config["vocab_size"], size=(args.batch, args.seq_len)).astype(np.int32)
-    tokens[:, 0], tokens[:, -1] = 101, 102  # [CLS] ... [SEP]; no [PAD] (id 0): every position is real
-    x = {"Input-Token": tokens, "Input-Segment": np.zeros_like(tokens)}
-    y = np.eye(args.labels, dtype=np.float32)[rng.integers(0, args.labels, size=args.batch)]
+    model, x, y, policy = benchmark_step(args.encoder, args.batch, args.seq_len, args.labels, args.precision)
+    bert_config = read_config(os.path.join(args.encoder, "bert_config.json"))
 
     step_times = timed(lambda: model.train_on_batch(x, y), args.warmup, args.steps)
     forward_times = timed(lambda: model.predict_on_batch(x), args.warmup, args.steps)

@@ -19,6 +19,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from flops import benchmark_step  # noqa: E402
 from xtune_keras.cpu import cpu_description  # noqa: E402  (no TensorFlow)
 
 
@@ -53,30 +54,9 @@ def main():
     parser.add_argument("--top", type=int, default=15)
     args = parser.parse_args()
 
-    from xtune_keras import compat  # noqa: F401  (first: TensorFlow with the bert4keras repairs)
-    import numpy as np
     import tensorflow as tf
 
-    from xtune_keras.model.classifier import build_classifier
-    from xtune_keras.model.encoders import read_config
-    from xtune_keras.model.losses import build_loss
-    from xtune_keras.recipes.finetune import compile_model
-    from xtune_keras.train.optimizers import build_optimizer
-    from xtune_keras.train.precision import precision_policy, resolve_precision
-
-    config_path = os.path.join(args.encoder, "bert_config.json")
-    vocab_size = read_config(config_path)["vocab_size"]
-    tf.keras.utils.set_random_seed(0)
-    policy = resolve_precision(args.precision)[0]
-    with precision_policy(policy):
-        model = build_classifier(config_path, os.path.join(args.encoder, "bert_model.ckpt"), args.labels,
-                                 [{"type": "cls"}, {"type": "mlp", "units": [256], "dropout": 0.1}])
-    compile_model(model, build_optimizer("adam", 1e-4), build_loss("ce"))
-    rng = np.random.default_rng(0)
-    tokens = rng.integers(1000, vocab_size, size=(args.batch, args.seq_len)).astype(np.int32)
-    tokens[:, 0], tokens[:, -1] = 101, 102
-    x = {"Input-Token": tokens, "Input-Segment": np.zeros_like(tokens)}
-    y = np.eye(args.labels, dtype=np.float32)[rng.integers(0, args.labels, size=args.batch)]
+    model, x, y, policy = benchmark_step(args.encoder, args.batch, args.seq_len, args.labels, args.precision)
     for _ in range(args.warmup):
         model.train_on_batch(x, y)
     with tempfile.TemporaryDirectory() as logdir:
