@@ -12,21 +12,7 @@ import subprocess
 import sys
 import time
 
-
-def cpu():
-    """The CPU model and the flags that matter for TensorFlow's kernels (AMX, AVX-512)."""
-    name, flags = "unknown", set()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                elif line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    shown = sorted(f for f in flags if f.startswith(("amx", "avx512_bf16", "avx512f", "avx2")))
-    return "%s; %d cores; flags: %s" % (name, os.cpu_count(), " ".join(shown) or "(none of amx/avx2/avx512)")
+from xtune_keras.cpu import cpu_description
 
 
 def main(argv=None):
@@ -45,7 +31,7 @@ def main(argv=None):
             start = time.perf_counter()
             subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             times[name].append(time.perf_counter() - start)
-    print("CPU: %s" % cpu())
+    print("CPU: %s, %d cores" % (cpu_description(), os.cpu_count()))
     peer = statistics.median(times["python -c 'import tensorflow' (peer)"])
     for name, values in times.items():
         median = statistics.median(values)

@@ -172,3 +172,17 @@ def test_a_claims_verdict_says_plainly_whether_we_agree():
     assert verdict(-0.02, 0.01) == "disagrees (significantly worse)"
     assert verdict(0.02, 0.3) == "not shown (p >= 0.05; direction: as claimed)"
     assert verdict(0.0, None) == "one seed: no test (direction: equal)"
+
+
+def test_the_wall_time_names_the_machine_and_backend(tmp_path, monkeypatch):
+    """The same scale takes twice as long on an AVX2-only CPU: each invocation's line says where it ran."""
+    from xtune_keras.cpu import cpu_name
+    from xtune_keras.experiments.reproduce import record_wall_time
+    from xtune_keras.experiments.writeup_report import machine, read_json
+
+    monkeypatch.chdir(tmp_path)
+    record_wall_time("cpu", 12.0, {"named": 5.0}, backend="ray")
+    invocation = read_json("wall_time.json")[0]
+    assert machine(invocation).startswith(", on " + cpu_name())
+    assert machine(invocation).endswith(" cores, backend ray")
+    assert machine({"scale": "cpu", "seconds": 1.0}) == ""  # a file written before they were recorded

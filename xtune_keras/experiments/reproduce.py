@@ -55,9 +55,9 @@ class Scale:
 SCALES = {
     # What the tests run: tiny random encoders, a few rows, one seed.
     "smoke": Scale((40, 16, 16), 1, 1, 1, 32, 16, "tiny", 1, (8, 1), 20),
-    # Real encoders on 2 CPU cores in about 2 hours on an AVX-512 Xeon, longer where the CPU has
-    # only AVX2 (bench/RESULTS.md §10); one TAPT epoch of 280 steps.
-    "cpu": Scale((400, 200, 200), 2, 2, 2, 64, 32, "real", 1, (16, 2)),
+    # Real encoders on 2 CPU cores in under 2 hours with --backend ray on an AVX2-only CPU, the
+    # slowest seen here (bench/RESULTS.md §10); about 1 hour on an AVX-512 Xeon. One TAPT epoch.
+    "cpu": Scale((240, 160, 160), 2, 2, 2, 48, 32, "real", 1, (16, 2)),
     # The write-up's TEST STANDARD (5 epochs, 5 seeds) on all of inews: for a GPU or a Ray cluster.
     "full": Scale((5355, 998, 999), 5, 3, None, None, None, "real", None, (16, 16)),
 }
@@ -77,7 +77,7 @@ def run_reproduce(scale="smoke", out="reports/writeup", data=None, backend="loca
     encoders = stand_ins.prepare(SCALES[scale], user, echo=echo)
     plan = write_plan(SCALES[scale], encoders, user)
     steps = run_plan(plan, backend=backend, echo=echo, **backend_options)
-    record_wall_time(scale, time.time() - started, steps)
+    record_wall_time(scale, time.time() - started, steps, backend)
     return write_report(plan, scale)
 
 
@@ -235,14 +235,18 @@ def run_plan(plan, backend="local", echo=True, **backend_options):
     return seconds
 
 
-def record_wall_time(scale, seconds, steps):
-    """Appends this invocation to ``wall_time.json`` (a resumed rerun adds its own, shorter, line)."""
+def record_wall_time(scale, seconds, steps, backend="local"):
+    """Appends this invocation to ``wall_time.json`` (a resumed rerun adds its own, shorter, line),
+    with the machine: the same scale takes twice as long on an AVX2-only CPU as on an AVX-512 one."""
+    from xtune_keras.cpu import cpu_description
+
     invocations = []
     if os.path.isfile("wall_time.json"):
         with open("wall_time.json", encoding="utf-8") as f:
             invocations = json.load(f)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(time.time() - seconds))
-    invocations.append({"scale": scale, "started": started, "seconds": round(seconds, 1), "steps": steps})
+    invocations.append({"scale": scale, "started": started, "seconds": round(seconds, 1), "steps": steps,
+                        "cpu": "%s, %d cores" % (cpu_description(), os.cpu_count()), "backend": backend})
     with open("wall_time.json", "w", encoding="utf-8") as f:
         json.dump(invocations, f, indent=2)
 

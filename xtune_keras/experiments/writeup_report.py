@@ -42,8 +42,8 @@ def overview(plan, scale):
     stats = [(part, read_json(os.path.join(folder, "report.json")))
              for part, folder in (("appeals", "data/appeals"), ("other source", "data/other_source"))]
     text = ["Scale `%s`: %s." % (scale, ", ".join("%s %s" % (k, v) for k, v in plan["scale"].items()))]
-    text += ["`xtune reproduce` invocation %d (%s): %s s wall (%s)." % (
-        i, run["started"], run["seconds"], "; ".join("%s %s s" % kv for kv in run["steps"].items()))
+    text += ["`xtune reproduce` invocation %d (%s%s): %s s wall (%s)." % (
+        i, run["started"], machine(run), run["seconds"], "; ".join("%s %s s" % kv for kv in run["steps"].items()))
         for i, run in enumerate(invocations, 1)]
     text += ["Data (%s): %s" % (part, s["summary"]) for part, s in stats if s]
     if plan["data"] != "stand-ins":
@@ -54,6 +54,16 @@ def overview(plan, scale):
         "; at scale smoke both encoders are tiny random checkpoints instead" if scale == "smoke" else ""))
     return Section("Rerun of XtuningTheBert on stand-in data", text,
                    [(["the write-up's", "stands in", "why"], [list(row) for row in STAND_INS])])
+
+
+def machine(invocation):
+    """The CPU and backend an invocation ran on, as ", on <cpu>, backend <b>" (older files lack them)."""
+    parts = []
+    if invocation.get("cpu"):
+        parts.append(", on " + invocation["cpu"])
+    if invocation.get("backend"):
+        parts.append(", backend " + invocation["backend"])
+    return "".join(parts)
 
 
 # (the write-up's claim, plan step, the row that should be better, the row it is compared with)
