@@ -194,3 +194,19 @@ def test_ray_task_runs_in_the_driver_directory_without_loading_tensorflow(tmp_pa
         assert ray.get(train_run.remote([sys.executable, "-c", threads], str(tmp_path), 2)) == (0, "2 2")
     finally:
         ray.shutdown()
+
+
+def test_a_pretraining_that_runs_share_runs_once_before_them(tiny_ckpt, tmp_path, monkeypatch, capsys):
+    """Both seeds of a row chain the same encoder.pretrain: one task runs it, then they fine-tune."""
+    from tests.test_pretrain import write_pretrain
+    from xtune_keras.rundir import RunDir
+    from xtune_keras.schema import load_config
+
+    monkeypatch.chdir(tmp_path)
+    pretrain = write_pretrain(tmp_path, tiny_ckpt, name="tapt_shared", train={"epochs": 1})
+    variants = [{"name": "row0_baseline"}, {"name": "row1_tapt", "overrides": {"encoder.pretrain": pretrain}}]
+    rows, _ = run_sweep(write_ablation(tmp_path, tiny_ckpt, variants), backend="ray")
+    assert "ray: 1 pretraining(s) first, once for the runs that chain each: %s" % pretrain in capsys.readouterr().out
+    assert [row["runs"] for row in rows] == [2, 2]
+    steps = [row["step"] for row in RunDir.of(load_config(pretrain, recipe="pretrain")).epochs()]
+    assert steps and steps == sorted(set(steps))  # one writer: each evaluation logged once

@@ -23,9 +23,10 @@ cluster:
 
 Runs train at the same time, so the seeds of a variant, which locally take turns writing
 ``checkpoints/<name>.h5``, each write ``checkpoints/<name>-seed<k>.h5`` (see
-``separate_h5_paths``); ``result.json`` names the file of its run. A run that fails does not stop
-the others; when all have ended, the first failure is raised with its variant, seed and the last
-line of its error output.
+``separate_h5_paths``); ``result.json`` names the file of its run. An ``encoder.pretrain`` that
+several runs chain is run once, as a task of its own, before them (``shared_pretraining``). A run
+that fails does not stop the others; when all have ended, the first failure is raised with its
+variant, seed and the last line of its error output.
 """
 import contextlib
 import json
@@ -171,6 +172,22 @@ def train_command(base, overrides):
     return [os.path.abspath(sys.executable), "-m", "xtune_keras.cli", "train", base] + list(overrides)
 
 
+def pretrain_command(path):
+    return [os.path.abspath(sys.executable), "-m", "xtune_keras.cli", "pretrain", path, "--quiet"]
+
+
+def shared_pretraining(todo):
+    """``{encoder.pretrain file: [run index, ...]}`` of the runs to train that chain a pretraining.
+    A fine-tuning run first runs its ``encoder.pretrain`` when that has not finished
+    (``FineTune.pretrained``); runs side by side (the seeds of a row) would each run it, into the
+    same run folder. Here each runs once, as a task of its own, and those runs wait for it."""
+    shared = {}
+    for index, (_, _, _, config) in todo:
+        if config["encoder"].get("pretrain"):
+            shared.setdefault(config["encoder"]["pretrain"], []).append(index)
+    return shared
+
+
 def _run_tasks(ray, base, runs, todo, echo, cpus, gpus):
     """Submit every run, echo each as it ends; ``[((variant, seed), message), ...]`` of failures
     in run order. On an interrupt the tasks still running are cancelled (their runs killed)."""
@@ -181,10 +198,16 @@ def _run_tasks(ray, base, runs, todo, echo, cpus, gpus):
     if echo and own_h5:
         print("ray: runs that would write the same .h5 at the same time write their own instead, "
               "e.g. %s" % own_h5[min(own_h5)], flush=True)
+    first = {path: remote.remote(pretrain_command(path), cwd, tf_threads(cpus))
+             for path in shared_pretraining(todo)}
+    if echo and first:
+        print("ray: %d pretraining(s) first, once for the runs that chain each: %s"
+              % (len(first), ", ".join(first)), flush=True)
     pending = {}
-    for index, (name, seed, overrides, _) in todo:
+    for index, (name, seed, overrides, config) in todo:
         extra = ["output.h5=%s" % json.dumps(own_h5[index])] if index in own_h5 else []
-        pending[remote.remote(train_command(base, list(overrides) + extra), cwd, tf_threads(cpus))] = (
+        after = [first[config["encoder"]["pretrain"]]] if config["encoder"].get("pretrain") else []
+        pending[remote.remote(train_command(base, list(overrides) + extra), cwd, tf_threads(cpus), *after)] = (
             index, name, seed)
     if echo:
         print("ray: %d of %d runs to train, %g CPU and %g GPU each" % (len(todo), total, cpus, gpus), flush=True)
@@ -207,7 +230,7 @@ def _run_tasks(ray, base, runs, todo, echo, cpus, gpus):
             if echo:
                 print("[%d/%d] %s seed %d %s" % (done, total, name, seed, status), flush=True)
     except BaseException:
-        for ref in pending:
+        for ref in list(pending) + list(first.values()):
             ray.cancel(ref, force=True)
         raise
     return [(key, message) for _, key, message in sorted(failures)]
@@ -223,10 +246,15 @@ def _task_function():
     """The task body, built here so that Ray ships it by value: a Ray worker then imports only
     the standard library, not xtune_keras (whose import loads TensorFlow)."""
 
-    def train_run(command, cwd, threads):
+    def train_run(command, cwd, threads, *after):
+        """``after``: what the tasks this run waited for returned (Ray passes their results)."""
         import os as _os
         import subprocess
         import sys as _sys
+
+        for code, last in after:
+            if code != 0:
+                return code, "its encoder.pretrain failed: %s" % last
 
         env = dict(_os.environ)
         for key in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):  # read by TensorFlow at start
