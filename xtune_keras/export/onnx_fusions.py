@@ -69,9 +69,13 @@ def is_bert4keras(layer, class_name):
     return type(layer).__name__ == class_name and type(layer).__module__.startswith("bert4keras")
 
 
+def layer_inputs(layer):
+    return list(layer.input) if isinstance(layer.input, (list, tuple)) else [layer.input]
+
+
 def single_input(layer):
     """The layer's one input tensor (the three inputs of self-attention being the same), or None."""
-    inputs = layer.input if isinstance(layer.input, (list, tuple)) else [layer.input]
+    inputs = layer_inputs(layer)
     return inputs[0] if len({id(t) for t in inputs}) == 1 else None
 
 
@@ -79,8 +83,7 @@ def single_input(layer):
 def fuse_attention(layer, x, y, fused):
     """bert4keras's softmax self-attention as ``com.microsoft.Attention`` (one QKV product, scaled
     scores, the padding mask on the keys) followed by the output projection."""
-    inputs = layer.input if isinstance(layer.input, (list, tuple)) else [layer.input]
-    if (len(inputs) != 3 or single_input(layer) is None or layer.normalization != "softmax"
+    if (len(layer_inputs(layer)) != 3 or single_input(layer) is None or layer.normalization != "softmax"
             or layer.key_size != layer.head_size or layer.return_attention_scores):
         return None
     dense = (layer.q_dense, layer.k_dense, layer.v_dense)
