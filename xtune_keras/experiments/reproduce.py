@@ -55,9 +55,10 @@ class Scale:
 SCALES = {
     # What the tests run: tiny random encoders, a few rows, one seed.
     "smoke": Scale((40, 16, 16), 1, 1, 1, 32, 16, "tiny", 1, (8, 1), 20),
-    # Real encoders on 2 CPU cores in under 2 hours with --backend ray on an AVX2-only CPU, the
-    # slowest seen here (bench/RESULTS.md §10); about 1 hour on an AVX-512 Xeon. One TAPT epoch.
-    "cpu": Scale((240, 160, 160), 2, 2, 2, 48, 32, "real", 1, (16, 2)),
+    # Real encoders on 2 CPU cores, sized with --backend ray on an AVX2-only CPU, the slowest seen
+    # here (bench/RESULTS.md §10). Batch 16: at 32 the 2 epochs are 16 optimizer steps, after which
+    # every row, the lower learning rates included, still predicted the majority class. One TAPT epoch.
+    "cpu": Scale((240, 160, 160), 2, 2, 2, 48, 16, "real", 1, (16, 2)),
     # The write-up's TEST STANDARD (5 epochs, 5 seeds) on all of inews: for a GPU or a Ray cluster.
     "full": Scale((5355, 998, 999), 5, 3, None, None, None, "real", None, (16, 16)),
 }
