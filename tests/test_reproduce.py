@@ -186,3 +186,21 @@ def test_the_wall_time_names_the_machine_and_backend(tmp_path, monkeypatch):
     assert machine(invocation).startswith(", on " + cpu_name())
     assert machine(invocation).endswith(" cores, backend ray")
     assert machine({"scale": "cpu", "seconds": 1.0}) == ""  # a file written before they were recorded
+
+
+def test_a_failed_invocation_records_its_time_and_why(tmp_path, monkeypatch):
+    from xtune_keras.errors import XtuneError
+    from xtune_keras.experiments import stand_ins
+    from xtune_keras.experiments.reproduce import run_reproduce
+    from xtune_keras.experiments.writeup_report import machine, read_json
+
+    def fail(*args, **kwargs):
+        raise XtuneError("variant row16 seed 0 failed (exit 1): NotFoundError\nmore")
+
+    monkeypatch.chdir(tmp_path)  # run_reproduce enters OUT; the fixture restores the directory
+    monkeypatch.setattr(stand_ins, "prepare", fail)
+    with pytest.raises(XtuneError):
+        run_reproduce("smoke", str(tmp_path / "out"), echo=False)
+    invocation = read_json(str(tmp_path / "out" / "wall_time.json"))[-1]
+    assert invocation["ended"] == "stopped: variant row16 seed 0 failed (exit 1): NotFoundError"
+    assert machine(invocation).endswith("backend local, stopped: variant row16 seed 0 failed (exit 1): NotFoundError")

@@ -74,12 +74,20 @@ def run_reproduce(scale="smoke", out="reports/writeup", data=None, backend="loca
     user = stand_ins.read_user_data(data) if data else None  # before the chdir: its paths are from here
     os.makedirs(out, exist_ok=True)
     os.chdir(out)  # every relative path below (data, checkpoints, runs, plan) is inside OUT
-    started = time.time()
-    encoders = stand_ins.prepare(SCALES[scale], user, echo=echo)
-    plan = write_plan(SCALES[scale], encoders, user)
-    steps = run_plan(plan, backend=backend, echo=echo, **backend_options)
+    started, steps = time.time(), {}
+    try:
+        encoders = stand_ins.prepare(SCALES[scale], user, echo=echo)
+        plan = write_plan(SCALES[scale], encoders, user)
+        run_plan(plan, backend=backend, echo=echo, seconds=steps, **backend_options)
+    except BaseException as exc:  # a failed or interrupted invocation's time counts too
+        record_wall_time(scale, time.time() - started, steps, backend, ended="stopped: " + one_line(exc))
+        raise
     record_wall_time(scale, time.time() - started, steps, backend)
     return write_report(plan, scale)
+
+
+def one_line(exc):
+    return (str(exc).strip().splitlines() or [""])[0] or type(exc).__name__
 
 
 # --------------------------------------------------------------------------- plan
@@ -214,8 +222,9 @@ def write_multitask(scale, encoders):
 # --------------------------------------------------------------------------- runs
 
 
-def run_plan(plan, backend="local", echo=True, **backend_options):
-    """Every sweep of the plan, in the write-up's order; {step: seconds}."""
+def run_plan(plan, backend="local", echo=True, seconds=None, **backend_options):
+    """Every sweep of the plan, in the write-up's order; ``{step: seconds}`` (also filled into
+    ``seconds`` as each step ends, the one that fails included)."""
     from xtune_keras.experiments.combine import run_combine
     from xtune_keras.experiments.generalize import run_generalize
     from xtune_keras.experiments.sweep import run_sweep
@@ -226,19 +235,22 @@ def run_plan(plan, backend="local", echo=True, **backend_options):
         ("generalization", run_generalize, plan["generalize"]),
         ("multi-task", run_sweep, plan["multitask"])]
     steps = [step for step in steps if step[2]]  # None: skipped (see plan["skipped"])
-    seconds = {}
+    seconds = {} if seconds is None else seconds
     for title, run, path in steps:
         if echo:
             print("== reproduce: %s" % title, flush=True)
         started = time.time()
-        run(path, **options)
-        seconds[title] = round(time.time() - started, 1)
+        try:
+            run(path, **options)
+        finally:
+            seconds[title] = round(time.time() - started, 1)
     return seconds
 
 
-def record_wall_time(scale, seconds, steps, backend="local"):
+def record_wall_time(scale, seconds, steps, backend="local", ended="finished"):
     """Appends this invocation to ``wall_time.json`` (a resumed rerun adds its own, shorter, line),
-    with the machine: the same scale takes twice as long on an AVX2-only CPU as on an AVX-512 one."""
+    with the machine (the same scale takes twice as long on an AVX2-only CPU as on an AVX-512 one)
+    and how it ended (``stopped: <error>`` for one that failed or was interrupted)."""
     from xtune_keras.cpu import cpu_description
 
     invocations = []
@@ -247,7 +259,8 @@ def record_wall_time(scale, seconds, steps, backend="local"):
             invocations = json.load(f)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(time.time() - seconds))
     invocations.append({"scale": scale, "started": started, "seconds": round(seconds, 1), "steps": steps,
-                        "cpu": "%s, %d cores" % (cpu_description(), os.cpu_count()), "backend": backend})
+                        "cpu": "%s, %d cores" % (cpu_description(), os.cpu_count()), "backend": backend,
+                        "ended": ended})
     with open("wall_time.json", "w", encoding="utf-8") as f:
         json.dump(invocations, f, indent=2)
 

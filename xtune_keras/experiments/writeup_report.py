@@ -57,12 +57,14 @@ def overview(plan, scale):
 
 
 def machine(invocation):
-    """The CPU and backend an invocation ran on, as ", on <cpu>, backend <b>" (older files lack them)."""
+    """Where and how an invocation ran: ", on <cpu>, backend <b>[, stopped: <error>]" (older files lack it)."""
     parts = []
     if invocation.get("cpu"):
         parts.append(", on " + invocation["cpu"])
     if invocation.get("backend"):
         parts.append(", backend " + invocation["backend"])
+    if invocation.get("ended", "finished") != "finished":
+        parts.append(", " + invocation["ended"])
     return "".join(parts)
 
 
