@@ -204,3 +204,17 @@ def test_a_failed_invocation_records_its_time_and_why(tmp_path, monkeypatch):
     invocation = read_json(str(tmp_path / "out" / "wall_time.json"))[-1]
     assert invocation["ended"] == "stopped: variant row16 seed 0 failed (exit 1): NotFoundError"
     assert machine(invocation).endswith("backend local, stopped: variant row16 seed 0 failed (exit 1): NotFoundError")
+
+
+def test_two_rows_constant_over_seeds_are_not_tested(monkeypatch):
+    """Two models that each predict one class score the same in every seed: Welch's test would say
+    p = 0 for two different constants; the claims table says there is no test instead."""
+    from xtune_keras.experiments import writeup_report
+
+    accuracies = {"multitask": {"bert_texcnn_Realmutil_mlps_v3_department": [0.4625, 0.4625],
+                                "bert_texcnn_Realmutil_mlps_v3_main_only": [0.425, 0.425]}}
+    monkeypatch.setattr(writeup_report, "step_accuracies", lambda plan: accuracies)
+    rows = writeup_report.claims({}).tables[0][1]
+    auxiliary = [row for row in rows if row[0] == "an auxiliary task helps"][0]
+    assert auxiliary[3:] == ["+0.0375", "", "no test: every seed of both rows scored the same "
+                                            "(one class for every text?)"]
