@@ -177,15 +177,12 @@ def pretrain_command(path):
 
 
 def shared_pretraining(todo):
-    """``{encoder.pretrain file: [run index, ...]}`` of the runs to train that chain a pretraining.
+    """The distinct ``encoder.pretrain`` files of the runs to train, in run order.
     A fine-tuning run first runs its ``encoder.pretrain`` when that has not finished
     (``FineTune.pretrained``); runs side by side (the seeds of a row) would each run it, into the
     same run folder. Here each runs once, as a task of its own, and those runs wait for it."""
-    shared = {}
-    for index, (_, _, _, config) in todo:
-        if config["encoder"].get("pretrain"):
-            shared.setdefault(config["encoder"]["pretrain"], []).append(index)
-    return shared
+    paths = (config["encoder"].get("pretrain") for _, (_, _, _, config) in todo)
+    return list(dict.fromkeys(path for path in paths if path))
 
 
 def _run_tasks(ray, base, runs, todo, echo, cpus, gpus):
