@@ -172,6 +172,7 @@ def test_a_claims_verdict_says_plainly_whether_we_agree():
     assert verdict(-0.02, 0.01) == "disagrees (significantly worse)"
     assert verdict(0.02, 0.3) == "not shown (p >= 0.05; direction: as claimed)"
     assert verdict(0.0, None) == "one seed: no test (direction: equal)"
+    assert verdict(0.03, None, seeds=2).startswith("no test: every seed of both rows scored the same")
 
 
 def test_the_wall_time_names_the_machine_and_backend(tmp_path, monkeypatch):
@@ -207,8 +208,8 @@ def test_a_failed_invocation_records_its_time_and_why(tmp_path, monkeypatch):
 
 
 def test_two_rows_constant_over_seeds_are_not_tested(monkeypatch):
-    """Two models that each predict one class score the same in every seed: Welch's test would say
-    p = 0 for two different constants; the claims table says there is no test instead."""
+    """Two models that each predict one class score the same in every seed: Welch's test has no
+    noise to measure (it gave p = 0 for two different constants); the claims table says why there is no test."""
     from xtune_keras.experiments import writeup_report
 
     accuracies = {"multitask": {"bert_texcnn_Realmutil_mlps_v3_department": [0.4625, 0.4625],

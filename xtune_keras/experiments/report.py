@@ -53,14 +53,17 @@ def confidence_interval(values, level=0.95):
 
 
 def welch_t_test(a, b):
-    """``(t, degrees of freedom, two-sided p)`` of Welch's test for the means of ``a`` and ``b``."""
+    """``(t, degrees of freedom, two-sided p)`` of Welch's test for the means of ``a`` and ``b``;
+    None when there is no test: a sample of one, or no spread in either sample."""
     from scipy import stats  # imported here: `xtune report` on a table with one seed needs no scipy
 
     if len(a) < 2 or len(b) < 2:
         return None
-    (ma, va), (mb, vb) = mean_and_variance(a), mean_and_variance(b)
-    if va + vb == 0:  # scipy answers nan; two constant samples are equal or certainly different
-        return (0.0, float(len(a) + len(b) - 2), 1.0) if ma == mb else (math.inf, math.inf, 0.0)
+    if mean_and_variance(a)[1] + mean_and_variance(b)[1] == 0:
+        # The test estimates the noise from the seeds; with none it is undefined (scipy: nan). Seen
+        # when both rows predict one class for every text whatever the seed (bench/RESULTS.md §10):
+        # p = 0 for two such rows would call a difference between broken models significant.
+        return None
     with warnings.catch_warnings():
         # Seeds that agree to the last digits make scipy warn of precision loss; the variance is
         # then ~0 and the p-value extreme, which is the honest answer for such rows.
@@ -85,6 +88,7 @@ def summarize(groups, baseline=None, metric="val_acc"):
                 row[key + "_ci_low"], row[key + "_ci_high"] = confidence_interval(values) or (None, None)
         test = welch_t_test([r["best"][metric] for r in runs], reference) if name != baseline else None
         row["t"], row["p"] = (test[0], test[2]) if test else (None, None)
+        row["is_baseline"] = name == baseline
         rows.append(row)
     return rows
 
@@ -117,7 +121,15 @@ def markdown_table(rows):
     header = ["variant", "runs"] + METRIC_HEADER + ["95% CI (val acc)", "t vs row 0", "p"]
     return format_markdown(header, [[row["variant"], str(row["runs"])] + metric_cells(row)
                                     + [interval_cell(row.get("val_acc_ci_low"), row.get("val_acc_ci_high")),
-                                       number_cell(row["t"], 3), number_cell(row["p"], 3)] for row in rows])
+                                       number_cell(row["t"], 3), p_cell(row)] for row in rows])
+
+
+def p_cell(row):
+    """A row's Welch p against the baseline: blank for the baseline itself, "no test" where the
+    test declines (one seed, or the same score in every seed of both rows)."""
+    if row.get("is_baseline"):
+        return ""
+    return "no test" if row.get("p") is None else number_cell(row["p"], 3)
 
 
 METRIC_HEADER = ["val acc (mean)", "V(val acc)", "micro-F1", "macro-F1"]

