@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-from xtune_keras.cpu import cpu_description
+from xtune_keras.cpu import machine_description
 
 
 def main(argv=None):
@@ -31,7 +31,7 @@ def main(argv=None):
             start = time.perf_counter()
             subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             times[name].append(time.perf_counter() - start)
-    print("CPU: %s, %d cores" % (cpu_description(), os.cpu_count()))
+    print("CPU: %s" % machine_description())
     peer = statistics.median(times["python -c 'import tensorflow' (peer)"])
     for name, values in times.items():
         median = statistics.median(values)

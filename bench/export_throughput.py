@@ -31,7 +31,7 @@ import tensorflow as tf
 from bert4keras.snippets import sequence_padding
 from bert4keras.tokenizers import Tokenizer
 
-from xtune_keras.cpu import cpu_description
+from xtune_keras.cpu import machine_description
 from xtune_keras.data.tables import LabelVocab
 from xtune_keras.export.onnx import export_onnx, onnx_logits
 from xtune_keras.export.savedmodel import export_model, raw_texts, require_tensorflow_text
@@ -158,9 +158,9 @@ def main(argv=None):
     g_seconds = cli_seconds(onnx_dirs["int8"], args.data)
 
     import onnxruntime
-    print("%s, %d CPU cores, TensorFlow %s, ONNX Runtime %s, model %s (max_len %d, %s truncation), "
+    print("%s, TensorFlow %s, ONNX Runtime %s, model %s (max_len %d, %s truncation), "
           "%d texts from %s, load average %.2f"
-          % (cpu_description(), os.cpu_count(), tf.__version__, onnxruntime.__version__,
+          % (machine_description(), tf.__version__, onnxruntime.__version__,
              os.path.basename(args.model), meta["max_len"], meta["truncation"], count, args.data,
              os.getloadavg()[0]))
     print()

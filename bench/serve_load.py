@@ -16,7 +16,6 @@ figures are a lower bound of the server alone.
 import argparse
 import http.client
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -25,7 +24,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from xtune_keras.cpu import cpu_description
+from xtune_keras.cpu import machine_description
 
 
 def memory_kib(pid):
@@ -136,7 +135,7 @@ def main(argv=None):
         server.wait(timeout=60)
 
     ms = np.asarray(latencies) * 1000.0
-    print("%s, %d CPU cores; `%s`" % (cpu_description(), os.cpu_count(), " ".join(command[2:])))
+    print("%s; `%s`" % (machine_description(), " ".join(command[2:])))
     print("%d clients for %.1f s, %d text(s) per request, from %s" %
           (args.clients, elapsed, args.texts_per_request, args.data))
     print()

@@ -2,7 +2,7 @@
 import subprocess
 import sys
 
-from xtune_keras.cpu import cpu_description, cpu_flags, cpu_name
+from xtune_keras.cpu import cpu_description, cpu_flags, cpu_name, machine_description
 
 CPUINFO = "processor\t: 0\nmodel name\t: Example Xeon\nflags\t\t: fpu avx2 avx512f amx_bf16\n\nprocessor\t: 1\n"
 
@@ -12,6 +12,7 @@ def test_model_flags_and_description_of_a_cpuinfo_text():
     assert cpu_flags(CPUINFO) == {"fpu", "avx2", "avx512f", "amx_bf16"}
     assert cpu_description(CPUINFO) == "Example Xeon (avx2, avx512f, amx_bf16)"
     assert cpu_flags("") == set() and cpu_description("model name : Old\n") == "Old (no AVX2)"
+    assert machine_description(CPUINFO, cores=2) == "Example Xeon (avx2, avx512f, amx_bf16), 2 cores"
 
 
 def test_reading_the_cpu_loads_no_tensorflow():

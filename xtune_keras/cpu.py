@@ -1,6 +1,7 @@
 """What this CPU is, from /proc/cpuinfo, without TensorFlow: ``train.precision: auto`` reads its
 flags, and every benchmark prints its model and the flags that decide matmul speed (this
 workplace's CPUs vary between sessions: AMX or not)."""
+import os
 import platform
 
 CPUINFO = "/proc/cpuinfo"
@@ -37,3 +38,8 @@ def cpu_description(cpuinfo_text=None):
     """``"<model> (<speed flags present>)"``, e.g. ``Intel(R) Xeon(R) Processor (avx2, ..., amx_bf16)``."""
     flags = cpu_flags(cpuinfo_text)
     return "%s (%s)" % (cpu_name(cpuinfo_text), ", ".join(f for f in SPEED_FLAGS if f in flags) or "no AVX2")
+
+
+def machine_description(cpuinfo_text=None, cores=None):
+    """``"<cpu_description>, <N> cores"``: what a benchmark figure or a reproduction's time names."""
+    return "%s, %d cores" % (cpu_description(cpuinfo_text), cores or os.cpu_count())

@@ -251,7 +251,7 @@ def record_wall_time(scale, seconds, steps, backend="local", ended="finished"):
     """Appends this invocation to ``wall_time.json`` (a resumed rerun adds its own, shorter, line),
     with the machine (the same scale takes twice as long on an AVX2-only CPU as on an AVX-512 one)
     and how it ended (``stopped: <error>`` for one that failed or was interrupted)."""
-    from xtune_keras.cpu import cpu_description
+    from xtune_keras.cpu import machine_description
 
     invocations = []
     if os.path.isfile("wall_time.json"):
@@ -259,7 +259,7 @@ def record_wall_time(scale, seconds, steps, backend="local", ended="finished"):
             invocations = json.load(f)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(time.time() - seconds))
     invocations.append({"scale": scale, "started": started, "seconds": round(seconds, 1), "steps": steps,
-                        "cpu": "%s, %d cores" % (cpu_description(), os.cpu_count()), "backend": backend,
+                        "cpu": machine_description(), "backend": backend,
                         "ended": ended})
     with open("wall_time.json", "w", encoding="utf-8") as f:
         json.dump(invocations, f, indent=2)
