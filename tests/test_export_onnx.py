@@ -142,10 +142,11 @@ def first_token_gathers(directory):
 
 def test_a_cls_model_computes_its_last_block_for_the_first_token_only(models, tiny_ckpt):
     layers = json.load(open(tiny_ckpt["config"]))["num_hidden_layers"]
-    for kind in ("float32", "int8"):
+    for kind, attention in (("float32", "Attention"), ("int8", "QAttention")):
         assert read_onnx_export(models["cls"][kind])[0]["export"]["fused"]["FirstTokenOnly"] == 1
-        # the attention output and its residual input, gathered at position 0
-        assert len(first_token_gathers(models["cls"][kind])) == 2
+        assert len(first_token_gathers(models["cls"][kind])) == 1  # the last block's input at position 0
+        ops = op_counts(models["cls"][kind])  # the last attention: the first token's query only
+        assert ops[attention] == layers - 1 and ops["MultiHeadAttention"] == 1
     # TextCNN reads every position; pooled layers read two layers; ALBERT's attention is not fused
     for name in ("pair", "single", "albert"):
         assert "FirstTokenOnly" not in read_onnx_export(models[name]["float32"])[0]["export"]["fused"]

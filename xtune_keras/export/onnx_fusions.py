@@ -48,12 +48,16 @@ class FusedNodes:
         self.nodes.append(helper.make_node(op, inputs, [output], name=self.name(op), domain=domain, **attrs))
         return output
 
+    def linear(self, x, kernel, bias=None, output=None, stem=""):
+        """``x @ kernel + bias`` (no bias: ``x @ kernel``) with the two as new initializers."""
+        y = self.node("MatMul", [x, self.const(stem + "kernel", kernel)])
+        if bias is not None:
+            return self.node("Add", [y, self.const(stem + "bias", bias)], output)
+        return self.node("Identity", [y], output) if output else y
+
     def dense(self, x, dense, output=None):
         """``x @ kernel + bias`` of a Keras Dense layer (its activation is the caller's)."""
-        y = self.node("MatMul", [x, self.const("kernel", dense.kernel.numpy())])
-        if dense.use_bias:
-            return self.node("Add", [y, self.const("bias", dense.bias.numpy())], output)
-        return self.node("Identity", [y], output) if output else y
+        return self.linear(x, dense.kernel.numpy(), dense.bias.numpy() if dense.use_bias else None, output)
 
     def padding_mask(self):
         """int32 ``[batch, len]``: 1 where the token id is not 0 (bert4keras's ``mask_zero``), built once."""
@@ -164,12 +168,13 @@ POSITION_WISE = {"MatMul", "Add", "LayerNormalization", "Gelu", "FastGelu", "Bia
 
 def first_token_only(graph):
     """When the model's head reads only the first token of the encoder's last layer (``TokenSlice``
-    index 0, the [CLS] heads), compute the layer after its attention for that token alone: the
-    attention output and its residual input are gathered at position 0 before the output
-    projection, the residual adds, the LayerNorms and the feed-forward block. The attention itself
-    still sees every position (keys and values). Exact: every op between is position-wise, so the
-    other positions' outputs of this layer could only reach the logits through the head, which drops them.
-    Returns the number of layers rewritten (0 or 1); anything else in the chain leaves the graph as it is."""
+    index 0, the [CLS] heads), compute that layer for that token alone: its attention for the first
+    query (against every position's keys and values, :func:`first_query_attention`), then the
+    output projection, the residual adds (the residual input gathered at position 0), the
+    LayerNorms and the feed-forward block. Exact: every op after the attention is position-wise, so
+    the other positions' outputs of this layer could only reach the logits through the head, which
+    drops them. Returns the number of layers rewritten (0 or 1); anything else in the chain leaves
+    the graph as it is."""
     producers = {out: node for node in graph.node for out in node.output}
     readers = {}
     for node in graph.node:
@@ -189,19 +194,31 @@ def first_token_only(graph):
         return 0
     fused = FusedNodes()
     index = helper.make_tensor(fused.name("first_token"), TensorProto.INT64, [1], [0])
-    graph.initializer.append(index)
-    gathered = {}
+    fused.initializers.append(index)
+    first = fused.node("Gather", [attention.input[0], index.name], axis=1)
+    at_first_token = {attention.input[0]: first,
+                      attention.output[0]: first_query_attention(attention, first, weights, fused)}
     for node in chain:
         for i, name in enumerate(node.input):
-            if name in (attention.output[0], attention.input[0]):
-                if name not in gathered:
-                    gathered[name] = fused.node("Gather", [name, index.name], axis=1)
-                node.input[i] = gathered[name]
+            node.input[i] = at_first_token.get(name, name)
     graph.node.extend(fused.nodes)
-    ordered = topological_order(graph)  # the Gathers before their readers
-    del graph.node[:]
-    graph.node.extend(ordered)
+    graph.initializer.extend(fused.initializers)
+    prune(graph)  # the full attention has no reader left; the new nodes go before their readers
     return 1
+
+
+def first_query_attention(attention, first, weights, fused):
+    """What ``attention`` (``com.microsoft.Attention``: one QKV product, the padding mask) gives
+    at position 0 alone, ``[batch, 1, hidden]``: the query of the first token (``first``) against
+    the keys and values of every position, in ``com.microsoft.MultiHeadAttention``. Saves the
+    other positions' queries, scores, softmax and weighted sums of the last layer."""
+    x, kernel, bias, mask = attention.input[:4]
+    kernels, biases = np.split(weights[kernel], 3, axis=1), np.split(weights[bias], 3)
+    q, k, v = (fused.linear(source, kernels[i], biases[i], stem=stem)
+               for i, (source, stem) in enumerate(((first, "query_"), (x, "key_"), (x, "value_"))))
+    attrs = {a.name: helper.get_attribute_value(a) for a in attention.attribute}
+    return fused.node("MultiHeadAttention", [q, k, v, "", mask],
+                      domain=MS_DOMAIN, num_heads=attrs["num_heads"], scale=attrs["scale"])
 
 
 def is_first_token_slice(node, weights):
