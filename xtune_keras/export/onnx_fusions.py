@@ -38,8 +38,8 @@ class FusedNodes:
         self._count += 1
         return "xtune_fused/%s_%d" % (stem, self._count)
 
-    def const(self, stem, array):
-        tensor = numpy_helper.from_array(np.asarray(array, np.float32), self.name(stem))
+    def const(self, stem, array, dtype=np.float32):
+        tensor = numpy_helper.from_array(np.asarray(array, dtype), self.name(stem))
         self.initializers.append(tensor)
         return tensor.name
 
@@ -62,9 +62,8 @@ class FusedNodes:
     def padding_mask(self):
         """int32 ``[batch, len]``: 1 where the token id is not 0 (bert4keras's ``mask_zero``), built once."""
         if not hasattr(self, "_mask"):
-            zero = helper.make_tensor(self.name("zero"), TensorProto.INT32, [], [0])
-            self.initializers.append(zero)
-            self._mask = self.node("Cast", [self.node("Not", [self.node("Equal", [TOKEN_IDS, zero.name])])],
+            zero = self.const("zero", 0, np.int32)
+            self._mask = self.node("Cast", [self.node("Not", [self.node("Equal", [TOKEN_IDS, zero])])],
                                    to=TensorProto.INT32)
         return self._mask
 
@@ -193,9 +192,7 @@ def first_token_only(graph):
     if chain is None:
         return 0
     fused = FusedNodes()
-    index = helper.make_tensor(fused.name("first_token"), TensorProto.INT64, [1], [0])
-    fused.initializers.append(index)
-    first = fused.node("Gather", [attention.input[0], index.name], axis=1)
+    first = fused.node("Gather", [attention.input[0], fused.const("first_token", [0], np.int64)], axis=1)
     at_first_token = {attention.input[0]: first,
                       attention.output[0]: first_query_attention(attention, first, weights, fused)}
     for node in chain:
