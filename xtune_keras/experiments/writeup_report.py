@@ -102,7 +102,7 @@ def claims(plan):
         p = test[2] if test else None
         judged = verdict(ma - mb, p, seeds=min(len(a), len(b)))
         body.append([claim, "%s (%.4f, n=%d)" % (better, ma, len(a)), "%s (%.4f, n=%d)" % (than, mb, len(b)),
-                     "%+.4f" % (ma - mb), number_cell(p, 3), judged])
+                     "%+.4f" % (ma - mb), p_cell({"p": p}), judged])
     return Section("The write-up's claims, checked on this rerun", [
         "Validation accuracy at the best epoch, mean over seeds; Welch's two-sided t-test (alpha %.2f). "
         "A difference that is not significant neither confirms nor refutes a claim." % ALPHA],
