@@ -30,7 +30,8 @@ def models(tiny_ckpt, tiny_albert, tmp_path_factory):
     and a one-segment single-label softmax model on the last two layers pooled, each exported as
     float32 and as int8 ONNX (fused); the pair model also unfused, and an ALBERT model (layers
     shared across blocks: only its embedding LayerNorm can be fused) as float32; a [CLS] model (the
-    default heads on the last layer: its last block is computed for the first token only)."""
+    default heads on the last layer: its last block is computed for the first token only, and the
+    position-wise ops of every block for the real tokens only)."""
     tmp = tmp_path_factory.mktemp("onnx")
     os.makedirs(tmp / "pair_data")
     pair_data = write_multilabel_csvs(str(tmp / "pair_data"))
@@ -137,19 +138,24 @@ def first_token_gathers(directory):
     import onnx
 
     return [node for node in onnx.load(os.path.join(directory, "model.onnx")).graph.node
-            if node.op_type == "Gather" and node.name.startswith("xtune_fused/")]
+            if node.op_type == "Gather" and node.name.startswith("xtune_first_token/")]
 
 
 def test_a_cls_model_computes_its_last_block_for_the_first_token_only(models, tiny_ckpt):
     layers = json.load(open(tiny_ckpt["config"]))["num_hidden_layers"]
     for kind, attention in (("float32", "Attention"), ("int8", "QAttention")):
-        assert read_onnx_export(models["cls"][kind])[0]["export"]["fused"]["FirstTokenOnly"] == 1
+        fused = read_onnx_export(models["cls"][kind])[0]["export"]["fused"]
+        assert fused["FirstTokenOnly"] == 1
         assert len(first_token_gathers(models["cls"][kind])) == 1  # the last block's input at position 0
-        ops = op_counts(models["cls"][kind])  # the last attention: the first token's query only
-        assert ops[attention] == layers - 1 and ops["MultiHeadAttention"] == 1
+        # every block's position-wise ops, QKV products included, on the real tokens only (onnx_padding);
+        # the attention cores on them scattered back
+        assert fused["DropPadding"] == layers
+        ops = op_counts(models["cls"][kind])
+        assert attention not in ops and ops["MultiHeadAttention"] == layers and ops["NonZero"] == 1
     # TextCNN reads every position; pooled layers read two layers; ALBERT's attention is not fused
     for name in ("pair", "single", "albert"):
-        assert "FirstTokenOnly" not in read_onnx_export(models[name]["float32"])[0]["export"]["fused"]
+        fused = read_onnx_export(models[name]["float32"])[0]["export"]["fused"]
+        assert "FirstTokenOnly" not in fused and "DropPadding" not in fused
     assert read_onnx_export(models["cls"]["float32"])[0]["export"]["fused"]["MultiHeadAttention"] == layers
 
 

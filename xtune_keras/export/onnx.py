@@ -11,7 +11,9 @@ that reproduce them.
 
 Steps: tf2onnx converts a ``tf.function`` around the Keras model (with the two handlers of
 ``onnx_ops``); ``onnx_fusions`` puts ONNX Runtime's fused attention, LayerNorm and GELU kernels in
-place of bert4keras's layers (``fuse=False``, ``--no-fuse``: the graph as converted);
+place of bert4keras's layers, and for a [CLS] head computes the last block for the first token and
+the position-wise ops of every block for the real tokens only (``onnx_padding``; ``fuse=False``,
+``--no-fuse``: the graph as converted);
 ``--quantize int8`` quantizes the weights of every MatMul (and fused attention) to int8 with dynamic
 (per batch) activation scales (``onnxruntime.quantization.quantize_dynamic``); ONNX Runtime's graph
 optimizer at its extended level (constant folding, MatMul+Add and activation fusions; the level
@@ -81,6 +83,7 @@ def _write_onnx(model, folder, quantize, fuse):
     import onnx
 
     from xtune_keras.export.onnx_fusions import apply_fusions, first_token_only, fusable_layers, keep_outputs
+    from xtune_keras.export.onnx_padding import drop_padding
 
     tf2onnx, ort = require_onnx()
     converted = os.path.join(folder, "converted.onnx")
@@ -93,6 +96,9 @@ def _write_onnx(model, folder, quantize, fuse):
         keep_outputs(graph, ["logits"])
         if first_token_only(graph.graph):
             fused["FirstTokenOnly"] = 1
+        packed = drop_padding(graph.graph)
+        if packed:
+            fused["DropPadding"] = packed
         onnx.save(graph, converted)
     source = converted
     if quantize == "int8":  # before ONNX Runtime's optimizer, whose own fused ops the quantizer does not know

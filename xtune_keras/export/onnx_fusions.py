@@ -29,14 +29,16 @@ TOKEN_IDS = "token_ids"  # the graph input that bert4keras's padding mask comes 
 
 
 class FusedNodes:
-    """New nodes and initializers for one graph; names are unique by a running counter."""
+    """New nodes and initializers for one graph; names are unique by a running counter under
+    ``scope``, which each rewrite of a graph names differently (two counters from 1 under one scope
+    would give two tensors one name, and a reader the wrong one)."""
 
-    def __init__(self):
-        self.nodes, self.initializers, self._count = [], [], 0
+    def __init__(self, scope="xtune_fused"):
+        self.nodes, self.initializers, self._count, self.scope = [], [], 0, scope
 
     def name(self, stem):
         self._count += 1
-        return "xtune_fused/%s_%d" % (stem, self._count)
+        return "%s/%s_%d" % (self.scope, stem, self._count)
 
     def const(self, stem, array, dtype=np.float32):
         tensor = numpy_helper.from_array(np.asarray(array, dtype), self.name(stem))
@@ -191,7 +193,7 @@ def first_token_only(graph):
     chain = position_wise_chain(slices[0], attention, producers, readers, weights, outputs)
     if chain is None:
         return 0
-    fused = FusedNodes()
+    fused = FusedNodes("xtune_first_token")
     first = fused.node("Gather", [attention.input[0], fused.const("first_token", [0], np.int64)], axis=1)
     at_first_token = {attention.input[0]: first,
                       attention.output[0]: first_query_attention(attention, first, weights, fused)}
