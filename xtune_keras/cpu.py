@@ -20,8 +20,9 @@ def _cpuinfo(cpuinfo_text=None):
 
 def _first(field, cpuinfo_text=None):
     for line in _cpuinfo(cpuinfo_text).splitlines():
-        if line.startswith(field):
-            return line.split(":", 1)[1].strip()
+        key, _, value = line.partition(":")
+        if key.strip() == field:
+            return value.strip()
     return None
 
 
@@ -34,10 +35,19 @@ def cpu_name(cpuinfo_text=None):
     return _first("model name", cpuinfo_text) or platform.processor() or platform.machine() or "unknown"
 
 
+def cpu_generation(cpuinfo_text=None):
+    """``"family F model M"`` from /proc/cpuinfo, or None: a virtual machine's model name may be as
+    bare as "AMD EPYC", and two sessions' "AMD EPYC" machines ran the same int8 benchmark at a third
+    of the speed apart (bench/RESULTS.md §6); only the numbers tell which generation ran."""
+    family, model = _first("cpu family", cpuinfo_text), _first("model", cpuinfo_text)
+    return "family %s model %s" % (family, model) if family and model else None
+
+
 def cpu_description(cpuinfo_text=None):
-    """``"<model> (<speed flags present>)"``, e.g. ``Intel(R) Xeon(R) Processor (avx2, ..., amx_bf16)``."""
+    """``"<model>[, family F model M] (<speed flags present>)"``, e.g. ``AMD EPYC, family 23 model 1 (avx2)``."""
     flags = cpu_flags(cpuinfo_text)
-    return "%s (%s)" % (cpu_name(cpuinfo_text), ", ".join(f for f in SPEED_FLAGS if f in flags) or "no AVX2")
+    name = ", ".join(part for part in (cpu_name(cpuinfo_text), cpu_generation(cpuinfo_text)) if part)
+    return "%s (%s)" % (name, ", ".join(f for f in SPEED_FLAGS if f in flags) or "no AVX2")
 
 
 def machine_description(cpuinfo_text=None, cores=None):
