@@ -95,6 +95,16 @@ def test_a_head_that_reads_every_position_leaves_the_graph_alone():
     assert model.SerializeToString() == before
 
 
+def test_an_attention_without_the_padding_mask_leaves_the_graph_alone():
+    model = encoder_graph(first_token)
+    for node in model.graph.node:
+        if node.op_type == "Attention":
+            node.input[3] = ""  # padded keys would count: zeros in their place would change the logits
+    before = model.SerializeToString()
+    assert drop_padding(model.graph) == 0
+    assert model.SerializeToString() == before
+
+
 def test_a_graph_without_fused_attention_is_left_alone():
     fused = FusedNodes()
     fused.node("Cast", ["token_ids"], "logits", to=TensorProto.FLOAT)

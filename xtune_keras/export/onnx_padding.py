@@ -88,7 +88,7 @@ def packed_region(graph, start, weights):
             continue
         if is_packable(node, packed, weights):
             packed.update(node.output)
-        elif node.op_type == "Attention" and node.domain == MS_DOMAIN and reads == [node.input[0]]:
+        elif is_masked_self_attention(node) and reads == [node.input[0]]:
             full_readers.add(index)
             packed.update(node.output)  # packed again after it: its readers are position-wise
         elif reads_padding_harmlessly(node, packed, weights):
@@ -99,6 +99,13 @@ def packed_region(graph, start, weights):
     if not full_readers or packed & outputs:
         return None
     return packed, full_readers
+
+
+def is_masked_self_attention(node):
+    """``com.microsoft.Attention`` as ``onnx_fusions`` writes it: input, QKV kernel and bias, and
+    the padding mask, nothing else (``split_attention`` keeps only the heads and the scale)."""
+    return (node.op_type == "Attention" and node.domain == MS_DOMAIN and len(node.input) == 4
+            and node.input[3] != "" and {a.name for a in node.attribute} <= {"num_heads", "scale"})
 
 
 def is_packable(node, packed, weights):
