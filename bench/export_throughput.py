@@ -29,7 +29,6 @@ from xtune_keras import compat  # noqa: F401  (first: TensorFlow with the bert4k
 import numpy as np
 import tensorflow as tf
 from bert4keras.snippets import sequence_padding
-from bert4keras.tokenizers import Tokenizer
 
 from xtune_keras.cpu import machine_description
 from xtune_keras.data.tables import LabelVocab
@@ -37,6 +36,7 @@ from xtune_keras.export.onnx import export_onnx, onnx_logits
 from xtune_keras.export.savedmodel import export_model, raw_texts, require_tensorflow_text
 from xtune_keras.inference import read_examples
 from xtune_keras.train.metrics import classification_metrics
+from xtune_keras.model.encoders import tokenizer_from_vocab
 from xtune_keras.model.modelfile import load_model_file
 from xtune_keras.data.truncation import encode_examples
 
@@ -70,12 +70,21 @@ def saved_model_pass(directory, text1, text2, repeats):
     return median_pass_seconds(run, repeats), run()
 
 
-def padded_batches(meta, token_dict, examples):
-    """Batches of 64 in input order, tokenized by bert4keras and padded to each batch's longest."""
-    tokenizer = Tokenizer(token_dict, do_lower_case=meta["lowercase"])
-    ids, segments = encode_examples(tokenizer, examples, meta["max_len"], meta["truncation"], meta["head_ratio"])
+def padded_batches(meta, token_dict, examples, size=BATCH):
+    """``[token_ids, segment_ids]`` batches of ``size`` in input order, tokenized and truncated by
+    the meta's rules (those of ``inference.encoded_batches``, without its sorting by length), each
+    padded to its longest text."""
+    tokenizer = tokenizer_from_vocab(token_dict, do_lower_case=meta["lowercase"])
+    ids, segments = encode_examples(tokenizer, examples, meta["max_len"], meta["truncation"], meta["head_ratio"],
+                                    meta.get("truncation2"))
     return [[sequence_padding(i).astype(np.int32), sequence_padding(s).astype(np.int32)]
-            for i, s in zip(batches(ids), batches(segments))]
+            for i, s in zip(batches(ids, size), batches(segments, size))]
+
+
+def padding_share(padded):
+    """The share of the batches' token slots that hold padding (token id 0)."""
+    slots = sum(ids.size for ids, _ in padded)
+    return sum(int((ids == 0).sum()) for ids, _ in padded) / slots
 
 
 def sigmoid(logits):

@@ -18,11 +18,12 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from xtune_keras import compat  # noqa: E402,F401  (first: TensorFlow with the bert4keras repairs)
 import numpy as np  # noqa: E402
-from export_throughput import decisions, padded_batches, sigmoid  # noqa: E402
+from export_throughput import padded_batches, padding_share  # noqa: E402
 
 from xtune_keras.cpu import machine_description  # noqa: E402
 from xtune_keras.export.onnx import onnx_logits, read_onnx_export  # noqa: E402
-from xtune_keras.inference import read_examples  # noqa: E402
+from xtune_keras.inference import probabilities, read_examples  # noqa: E402
+from xtune_keras.train.metrics import decide  # noqa: E402
 
 
 def timed_pass(logits, padded):
@@ -42,10 +43,8 @@ def main():
     print(machine_description())
     meta, token_dict = read_onnx_export(args.after)
     padded = padded_batches(meta, token_dict, read_examples(meta, args.data, with_labels=False))
-    slots = sum(ids.size for ids, _ in padded)
     print("%d texts, %d batches, %.1f%% of the token slots are padding"
-          % (sum(len(ids) for ids, _ in padded), len(padded),
-             100.0 * sum(int((ids == 0).sum()) for ids, _ in padded) / slots))
+          % (sum(len(ids) for ids, _ in padded), len(padded), 100.0 * padding_share(padded)))
     folders = {"before": onnx_logits(args.before), "after": onnx_logits(args.after)}
     times, outputs = {name: [] for name in folders}, {}
     for logits in folders.values():
@@ -61,9 +60,9 @@ def main():
     print("after / before: median %.3f, fastest %.3f"
           % (np.median(times["after"]) / np.median(times["before"]), min(times["after"]) / min(times["before"])))
     difference = np.abs(outputs["after"] - outputs["before"]).max()
-    threshold = meta["threshold"]
-    agree = int((decisions(sigmoid(outputs["after"]), threshold)
-                 == decisions(sigmoid(outputs["before"]), threshold)).all(axis=1).sum())
+    decided = {name: decide(probabilities(meta, logits), meta["multi_label"], meta["threshold"])
+               for name, logits in outputs.items()}
+    agree = int((decided["after"] == decided["before"]).all(axis=1).sum())
     print("logits: largest difference %.3g; decisions (the model's thresholds) equal on %d of %d texts"
           % (difference, agree, len(outputs["after"])))
 

@@ -10,19 +10,18 @@ import argparse
 import collections
 import json
 import os
+import sys
 import tempfile
 import time
 
-from xtune_keras import compat  # noqa: F401  (first: tf.keras 2 for bert4keras)
-import numpy as np
-import onnxruntime as ort
-from bert4keras.snippets import sequence_padding
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from xtune_keras import compat  # noqa: E402,F401  (first: tf.keras 2 for bert4keras)
+import onnxruntime as ort  # noqa: E402
+from export_throughput import padded_batches  # noqa: E402
 
-from xtune_keras.cpu import cpu_description
-from xtune_keras.data.truncation import encode_examples
-from xtune_keras.export.onnx import MODEL_FILE, SLOW_FUSIONS, read_onnx_export
-from xtune_keras.inference import read_examples
-from xtune_keras.model.encoders import tokenizer_from_vocab
+from xtune_keras.cpu import cpu_description  # noqa: E402
+from xtune_keras.export.onnx import MODEL_FILE, SLOW_FUSIONS, read_onnx_export  # noqa: E402
+from xtune_keras.inference import read_examples  # noqa: E402
 
 
 def main():
@@ -32,13 +31,9 @@ def main():
     parser.add_argument("--batch", type=int, default=64)
     args = parser.parse_args()
     meta, token_dict = read_onnx_export(args.folder)
-    tokenizer = tokenizer_from_vocab(token_dict, do_lower_case=meta["lowercase"])
     texts = read_examples(meta, args.data, with_labels=False)
-    ids, segments = encode_examples(tokenizer, texts, meta["max_len"], meta["truncation"], meta["head_ratio"],
-                                    meta.get("truncation2"))
-    feeds = [{"token_ids": sequence_padding(ids[i:i + args.batch]).astype(np.int32),
-              "segment_ids": sequence_padding(segments[i:i + args.batch]).astype(np.int32)}
-             for i in range(0, len(ids), args.batch)]  # in file order, as export_throughput.py batches
+    feeds = [{"token_ids": ids, "segment_ids": segments}  # in file order, as export_throughput.py's (b)
+             for ids, segments in padded_batches(meta, token_dict, texts, args.batch)]
     with tempfile.TemporaryDirectory() as tmp:
         options = ort.SessionOptions()
         options.enable_profiling = True

@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from xtune_keras import compat  # noqa: E402,F401  (first: TensorFlow with the bert4keras repairs)
 import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
-from export_throughput import padded_batches  # noqa: E402
+from export_throughput import padded_batches, padding_share  # noqa: E402
 
 from xtune_keras.cpu import machine_description  # noqa: E402
 from xtune_keras.export.onnx import MODEL_FILE, SLOW_FUSIONS, read_onnx_export  # noqa: E402
@@ -64,9 +64,9 @@ def main():
     args = parser.parse_args()
     meta, token_dict = read_onnx_export(args.folder)
     padded = padded_batches(meta, token_dict, read_examples(meta, args.data, with_labels=True))
-    slots, real = sum(b[0].size for b in padded), sum(int((b[0] != 0).sum()) for b in padded)
-    print("%s; %s; %d token slots, %.1f%% padding" % (machine_description(), args.folder, slots,
-                                                        100.0 - 100.0 * real / slots))
+    print("%s; %s; %d token slots, %.1f%% padding" % (machine_description(), args.folder,
+                                                        sum(ids.size for ids, _ in padded),
+                                                        100.0 * padding_share(padded)))
     two_threads, one_thread_each, pool = session(args.folder, 2), [session(args.folder, 1) for _ in range(2)], \
         ThreadPoolExecutor(2)
     rows = {
