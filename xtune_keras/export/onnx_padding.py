@@ -21,7 +21,7 @@ left as it is.
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
-from xtune_keras.export.onnx_fusions import MS_DOMAIN, TOKEN_IDS, FusedNodes, is_position_wise, prune
+from xtune_keras.export.onnx_fusions import MS_DOMAIN, FusedNodes, is_position_wise, prune
 
 
 def drop_padding(graph):
@@ -29,16 +29,16 @@ def drop_padding(graph):
     from the first attention's input on run on real tokens only. Returns the number of attention
     cores fed from the packed tensors (0: the graph is unchanged)."""
     weights = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-    attentions = [n for n in graph.node if n.op_type == "Attention" and n.domain == MS_DOMAIN]
-    if not attentions:
+    first = next((n for n in graph.node if n.op_type == "Attention" and n.domain == MS_DOMAIN), None)
+    if first is None:
         return 0
-    start = attentions[0].input[0]
+    start = first.input[0]
     region = packed_region(graph, start, weights)
     if region is None:
         return 0
     packed, full_readers = region
     attention_cores = sum(1 for i in full_readers if "Attention" in graph.node[i].op_type)
-    packing = Packing(FusedNodes("xtune_packing"))
+    packing = Packing(FusedNodes("xtune_packing"), first.input[3])  # masked: packed_region checked
     packed_start = packing.pack(start)
     fused_attentions = [i for i in full_readers if graph.node[i].op_type == "Attention"]
     for index in fused_attentions:  # their outputs keep their names, now made by MultiHeadAttention
@@ -128,17 +128,17 @@ def reads_padding_harmlessly(node, packed, weights):
 
 class Packing:
     """The gathers between ``[batch, len, width]`` and ``[tokens, width]`` (the real tokens in
-    row-major order), with the index tensors built once from the token ids."""
+    row-major order), with the index tensors built once from ``mask``, the attentions' int32
+    ``[batch, len]`` padding mask (1 for a real token)."""
 
-    def __init__(self, fused):
+    def __init__(self, fused, mask):
         self.fused, self._unpacked = fused, {}
-        real = fused.node("Reshape", [fused.node("Not", [fused.node(
-            "Equal", [TOKEN_IDS, fused.const("zero", 0, np.int32)])]), fused.const("flat", [-1], np.int64)])
+        real = fused.node("Reshape", [mask, fused.const("flat", [-1], np.int64)])
         self.rows = fused.node("Squeeze", [fused.node("NonZero", [real]), fused.const("axis0", [0], np.int64)])
         ones = fused.node("Cast", [real], to=TensorProto.INT64)
         # row of each position in the packed tensor plus one; 0 for padding (a zero row put first)
         self.slots = fused.node("Mul", [fused.node("CumSum", [ones, fused.const("axis", 0, np.int64)]), ones])
-        self.shape = fused.node("Concat", [fused.node("Shape", [TOKEN_IDS]),
+        self.shape = fused.node("Concat", [fused.node("Shape", [mask]),
                                            fused.const("width", [-1], np.int64)], axis=0)
 
     def pack(self, name):
