@@ -104,6 +104,8 @@ def test_class_names_list_the_extensions_in_use():
     ({"lr_multipliers": [0.5]}, "train.lr_multipliers:"),
     ({"grad_accum_steps": 0}, "train.grad_accum_steps:"),
     ({"ema_momentum": 1.0}, "train.ema_momentum:"),
+    ({"embedding_update": "sparse"}, "train.embedding_update: must be dense or lazy"),
+    ({"embedding_update": "lazy", "grad_accum_steps": 2}, "train.embedding_update: must be dense with"),
 ])
 def test_bad_values_name_their_yaml_key_on_one_line(kwargs, key):
     arguments = {"name": "adam", "learning_rate": 1e-3, **kwargs}
@@ -357,12 +359,86 @@ def test_apply_ema_without_ema_or_updates_is_a_no_op():
     assert not apply_ema(model)  # no update yet: no average to apply
 
 
+# ------------------------------------------------------------------------------ lazy embeddings
+
+def sparse_stepper(optimizer, variable):
+    """One compiled ``apply_gradients`` of an embedding lookup's gradient (``IndexedSlices``)."""
+    @tf.function(reduce_retracing=True)
+    def step(rows, values):
+        optimizer.apply_gradients([(tf.IndexedSlices(values, rows, tf.shape(variable)), variable)])
+    return lambda rows, values: step(tf.constant(rows, tf.int32), tf.constant(values, tf.float32))
+
+
+def embedding_variable(seed=0):
+    weights = np.random.default_rng(seed).normal(size=(6, 4)).astype(np.float32)
+    return tf.Variable(weights, name="Embedding-Token/embeddings")
+
+
+LAZY_OPTIONS = {
+    "adam": {"name": "adam"},
+    "adamw_schedule_multipliers_ema": {"name": "adamw", "warmup_steps": 2, "total_steps": 9,
+                                       "lr_multipliers": {"Embedding-": 0.5, "Token": 3.0}, "ema_momentum": 0.8},
+}
+
+
+@pytest.mark.parametrize("options", LAZY_OPTIONS.values(), ids=list(LAZY_OPTIONS))
+def test_lazy_rows_equal_dense_adam_when_a_batch_uses_every_row(options):
+    """Rows repeated within a batch (a token twice) sum; with every row used, lazy is dense Adam,
+    decay, schedule, multipliers and the average included."""
+    variables = [embedding_variable(), embedding_variable()]
+    optimizers = [build_optimizer(learning_rate=0.1, **options),
+                  build_optimizer(learning_rate=0.1, embedding_update="lazy", **options)]
+    steps = [sparse_stepper(o, v) for o, v in zip(optimizers, variables)]
+    rng = np.random.default_rng(1)
+    for _ in range(4):
+        rows = np.concatenate([rng.permutation(6), [2, 5]])
+        grads = rng.normal(size=(8, 4))
+        for step in steps:
+            step(rows, grads)
+        np.testing.assert_allclose(variables[1].numpy(), variables[0].numpy(), rtol=1e-5, atol=1e-7)
+    for slot in ("m", "v") + (("ema",) if "ema_momentum" in options else ()):
+        np.testing.assert_allclose(*(o.get_slot(v, slot).numpy() for o, v in zip(optimizers, variables)),
+                                   rtol=1e-5, atol=1e-7, err_msg=slot)
+
+
+def test_lazy_rows_leave_unused_rows_and_their_moments_alone():
+    variables = [embedding_variable(), embedding_variable()]
+    dense, lazy = build_optimizer("adam", 0.1), build_optimizer("adam", 0.1, embedding_update="lazy")
+    steps = [sparse_stepper(o, v) for o, v in zip((dense, lazy), variables)]
+    for step in steps:
+        step([0, 1, 1], np.ones((3, 4)))
+    before = [values([v, o.get_slot(v, "m"), o.get_slot(v, "v")]) for o, v in zip((dense, lazy), variables)]
+    for step in steps:
+        step([2], np.ones((1, 4)))
+    after = [values([v, o.get_slot(v, "m"), o.get_slot(v, "v")]) for o, v in zip((dense, lazy), variables)]
+    for was, now in zip(before[1], after[1]):  # lazy: rows 0, 1, 3-5 keep weights and moments
+        np.testing.assert_array_equal(now[[0, 1, 3, 4, 5]], was[[0, 1, 3, 4, 5]])
+        assert not np.array_equal(now[2], was[2])
+    # Dense Adam moves rows 0 and 1 again on their momentum (rows never used have none).
+    assert np.all(after[0][0][[0, 1]] != before[0][0][[0, 1]])
+    np.testing.assert_array_equal(after[0][0][3:], before[0][0][3:])
+    np.testing.assert_allclose(after[0][0][2], after[1][0][2], rtol=1e-6)  # the used row: the same step
+
+
+def test_lazy_rows_through_a_model_fit():
+    """Keras's own train step hands the optimizer the lookup's IndexedSlices."""
+    model = embedding_model()
+    model.compile(build_optimizer("adam", 0.05, embedding_update="lazy"), "mse")
+    table = model.get_layer("Embedding-Token").embeddings
+    before = table.numpy().copy()
+    model.fit(np.array([[1, 2, 3], [3, 2, 1]]), np.ones((2, 2)), verbose=0, epochs=2)
+    moved = np.any(table.numpy() != before, axis=1)
+    assert moved.tolist() == [False, True, True, True] + [False] * 6
+
+
 # ------------------------------------------------------------------------------------ .h5 files
 
 COMBINATIONS = {
     "adam": {"name": "adam"},
     "adamw": {"name": "adamw"},
     "adam_ema": {"name": "adam", "ema_momentum": 0.9},
+    "adamw_lazy": {"name": "adamw", "embedding_update": "lazy", "lr_multipliers": {"Embedding-": 0.5},
+                   "ema_momentum": 0.9},
     "adamw_everything": {"name": "adamw", "warmup_steps": 2, "total_steps": 20, "grad_accum_steps": 2,
                          "lr_multipliers": layer_lr_multipliers(2, 0.9, 0.5), "ema_momentum": 0.9},
 }
@@ -381,6 +457,7 @@ for path, expected in saved["files"].items():
     model = keras.models.load_model(path)
     assert type(model.optimizer).__name__ == expected["class"], (path, type(model.optimizer))
     assert int(model.optimizer.iterations.numpy()) == expected["iterations"], path
+    assert model.optimizer.lazy_embeddings == expected["lazy"], path
     predictions = np.array(expected["predictions"], np.float32)
     assert np.array_equal(model.predict(inputs, verbose=0), predictions), path
     if "ema_momentum" in model.optimizer.get_config():
@@ -403,6 +480,7 @@ def test_every_combination_reloads_from_h5_in_a_fresh_process(tiny_ckpt, tmp_pat
         model.save(path, include_optimizer=True, save_format="h5")
         files[path] = {"class": type(model.optimizer).__name__,
                        "iterations": int(model.optimizer.iterations.numpy()),
+                       "lazy": model.optimizer.lazy_embeddings,
                        "predictions": model.predict(INPUTS, verbose=0).tolist()}
     assert files[str(tmp_path / "adamw_everything.h5")]["class"] == "XtuneAdam_WD_LR_PW_EMA_GA"
     saved = tmp_path / "saved.json"

@@ -164,3 +164,20 @@ def test_cli_train_prints_one_line_per_epoch_or_nothing_with_quiet(trained, tmp_
     assert quiet.returncode == 0, quiet.stderr
     assert not any(line.startswith("epoch ") for line in quiet.stdout.splitlines())
     assert json.loads(quiet.stdout)["epochs_run"] == 2
+
+
+def test_lazy_embedding_rows_through_the_trainer(tiny_ckpt, tmp_path):
+    """``train.embedding_update: lazy`` with AdamW, FGM and micro-batches: the row of a token no text
+    uses ([MASK]) keeps the checkpoint's values (dense AdamW would decay it); used rows move."""
+    import tensorflow as tf
+    from xtune_keras.testing import tiny_vocab
+    data = write_multilabel_csvs(str(tmp_path))
+    train = {"epochs": 1, "optimizer": "adamw", "embedding_update": "lazy", "micro_batches": 2,
+             "adversarial": {"method": "fgm"}}
+    yaml_path = write_experiment(str(tmp_path / "exp.yaml"), data, tiny_ckpt["dir"], str(tmp_path), train=train)
+    model, _, _ = load_model_file(run_experiment(load_config(yaml_path), echo=False)["h5"])
+    trained = model.get_layer("Embedding-Token").embeddings.numpy()
+    initial = tf.train.load_variable(tiny_ckpt["checkpoint"], "bert/embeddings/word_embeddings")
+    vocab = tiny_vocab()
+    np.testing.assert_array_equal(trained[vocab.index("[MASK]")], initial[vocab.index("[MASK]")])
+    assert np.all(trained[vocab.index("[CLS]")] != initial[vocab.index("[CLS]")])

@@ -110,6 +110,9 @@ KEYS = {
                                   hparam=True),
     "train.ema_momentum": Key(None, "number", "exponential moving average of weights, e.g. 0.999", "[0, 1)",
                               hparam=True),
+    "train.embedding_update": Key("dense", "choice", "dense: Adam moves every embedding row each step (BERT); "
+                                  "lazy: only the rows of the batch's tokens (LazyAdam; faster with large "
+                                  "vocabularies)", ("dense", "lazy"), hashed="if_changed", hparam=True),
     "train.adversarial": Key(None, "any", "{method: fgm | pgd, epsilon, alpha, steps}; null: off"),
     "train.rdrop_alpha": Key(0.0, "number", "R-Drop (Liang et al. 2021) weight of the symmetric KL", ">= 0",
                              hparam=True),
@@ -181,7 +184,7 @@ PRETRAIN_KEYS = {
                                              "RoBERTa-wwm-ext ships an untrained head)"),
     **_shared("train.optimizer", "train.encoder_lr_ratio", "train.layer_decay", "train.lr_multipliers",
               "train.weight_decay", "train.clip_norm", "train.warmup_steps", "train.lr_decay",
-              "train.grad_accum_steps", "train.ema_momentum", "train.deterministic"),
+              "train.grad_accum_steps", "train.ema_momentum", "train.embedding_update", "train.deterministic"),
     "train.lr": Key(5e-5, "number", "learning rate (Sun et al. ITPT: 5e-5)", "> 0"),
     "train.batch_size": Key(32, "int", "blocks per step", ">= 1"),
     "train.epochs": Key(1, "int", "passes over the corpus (fresh masks every epoch)", ">= 1"),

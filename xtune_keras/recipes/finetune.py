@@ -70,7 +70,8 @@ def split_batches(prepared, train, seed):
 
 def make_optimizer(train, classifier, num_layers, steps_per_epoch):
     """The optimizer of ``train.*``: Adam/AdamW, warmup and linear decay, head vs encoder LR,
-    layer-wise decay, extra multipliers, gradient accumulation, EMA (see optimizers.py)."""
+    layer-wise decay, extra multipliers, gradient accumulation, EMA, lazy embedding rows
+    (see optimizers.py)."""
     multipliers = {}
     if train["layer_decay"] is not None or train["encoder_lr_ratio"] != 1:
         multipliers = layer_lr_multipliers(num_layers, train["layer_decay"], train["encoder_lr_ratio"])
@@ -86,7 +87,7 @@ def make_optimizer(train, classifier, num_layers, steps_per_epoch):
         train["optimizer"], train["lr"], weight_decay=train["weight_decay"], clip_norm=train["clip_norm"],
         warmup_steps=warmup, total_steps=total_steps if train["lr_decay"] else None,
         lr_multipliers=multipliers or None, grad_accum_steps=train["grad_accum_steps"],
-        ema_momentum=train["ema_momentum"],
+        ema_momentum=train["ema_momentum"], embedding_update=train["embedding_update"],
     )
 
 

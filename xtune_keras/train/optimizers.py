@@ -35,6 +35,14 @@ Repairs of bert4keras 0.11.5 on the legacy (OptimizerV2) base, each where it is 
 * EMA: the bias correction ``1 - momentum**t`` counts updates (not batches under GA), and a
   variable whose slot is created late (gradual unfreezing) starts its average as if it had been
   constant until then, which it was; bert4keras would divide its young average by the global t.
+
+Lazy embeddings (``train.embedding_update: lazy``, ``lazy_embeddings=True``): a sparse gradient
+(an embedding lookup's) updates only the rows it has, their moments included; rows a batch did not
+use keep their weights and moments (TF Addons' LazyAdam, PyTorch's SparseAdam). Dense Adam, the
+default (google-research/bert, bert4keras, PyTorch's AdamW on ``nn.Embedding``), still moves a row
+whose moments are non-zero, and reads and writes the whole matrix every step. WD and PW act on
+those rows the way their ``K.update`` hooks act on a dense write (``_rows_written``); EMA averages
+every row; gradient accumulation sums dense gradients, so it does not combine with lazy rows.
 """
 import contextlib
 import functools
@@ -54,6 +62,7 @@ from xtune_keras.registry import Registry
 NO_DECAY = ["Norm", "norm", "bias"]
 
 TAGS = ("WD", "LR", "PW", "EMA", "GA")  # innermost first; also their order in class names
+EMBEDDING_UPDATES = ("dense", "lazy")
 
 
 @keras.utils.register_keras_serializable(package="xtune")
@@ -65,32 +74,64 @@ class XtuneAdam(b4k_optimizers.Adam):
     ``K.update``: that is how bert4keras's extensions reach into it.
     """
 
-    def __init__(self, learning_rate=0.001, name="XtuneAdam", **kwargs):
+    def __init__(self, learning_rate=0.001, name="XtuneAdam", lazy_embeddings=False, **kwargs):
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        self.lazy_embeddings = bool(lazy_embeddings)
+
+    def get_config(self):
+        return dict(super().get_config(), lazy_embeddings=self.lazy_embeddings)
 
     def _adam_step(self):
         """Adam's ``t`` for the update being made: 1 for the first."""
         return self.iterations + 1
 
+    def _moments(self, m, v, grad, dtype):
+        beta_1, beta_2 = self._get_hyper("beta_1", dtype), self._get_hyper("beta_2", dtype)
+        return beta_1 * m + (1.0 - beta_1) * grad, beta_2 * v + (1.0 - beta_2) * K.square(grad)
+
+    def _step(self, m, v, dtype):
+        """What Adam subtracts from the weights, given the moments just written."""
+        if self.bias_correction:
+            t = K.cast(self._adam_step(), dtype)
+            m, v = m / (1.0 - K.pow(self._get_hyper("beta_1", dtype), t)), \
+                v / (1.0 - K.pow(self._get_hyper("beta_2", dtype), t))
+        return self._decayed_lr(dtype) * m / (K.sqrt(v) + self.epsilon)
+
     def _resource_apply_dense(self, grad, var):
         dtype = var.dtype.base_dtype
-        beta_1 = self._get_hyper("beta_1", dtype)
-        beta_2 = self._get_hyper("beta_2", dtype)
-        m, v = self.get_slot(var, "m"), self.get_slot(var, "v")
-        m = K.update(m, beta_1 * m + (1.0 - beta_1) * grad)
-        v = K.update(v, beta_2 * v + (1.0 - beta_2) * K.square(grad))
+        m_slot, v_slot = self.get_slot(var, "m"), self.get_slot(var, "v")
+        m, v = self._moments(m_slot, v_slot, grad, dtype)
+        m, v = K.update(m_slot, m), K.update(v_slot, v)
         with tf.control_dependencies([m, v]):
-            if self.bias_correction:
-                t = K.cast(self._adam_step(), dtype)
-                m, v = m / (1.0 - K.pow(beta_1, t)), v / (1.0 - K.pow(beta_2, t))
-            step = self._decayed_lr(dtype) * m / (K.sqrt(v) + self.epsilon)
-            return K.update(var, var - step)
+            return K.update(var, var - self._step(m, v, dtype))
 
     def _resource_apply_sparse_duplicate_indices(self, grad, var, indices, **kwargs):
+        if self.lazy_embeddings:
+            rows, position = tf.unique(indices)
+            summed = tf.math.unsorted_segment_sum(grad, position, tf.shape(rows)[0])
+            return self._resource_apply_rows(summed, var, rows)
         # Densify before any extension sees it: bert4keras extensions that override the sparse
         # path also run through the dense one, so they would act twice (see module docstring).
         dense = tf.math.unsorted_segment_sum(grad, indices, tf.shape(var)[0])
         return self._resource_apply_dense(dense, var)
+
+    def _resource_apply_rows(self, grad, var, rows):
+        """Lazy Adam (TF Addons' LazyAdam, PyTorch's SparseAdam): the moments and weights of the
+        embedding rows a batch used, nothing else. Dense Adam would read and write every row of the
+        matrix (250k x 384 for e5) to move the few hundred a batch touches."""
+        dtype = var.dtype.base_dtype
+        m_slot, v_slot = self.get_slot(var, "m"), self.get_slot(var, "v")
+        m, v = self._moments(tf.gather(m_slot, rows), tf.gather(v_slot, rows), grad, dtype)
+        writes = [m_slot.scatter_update(tf.IndexedSlices(m, rows)), v_slot.scatter_update(tf.IndexedSlices(v, rows))]
+        with tf.control_dependencies(writes):
+            old = tf.gather(var, rows)
+            new = self._rows_written(var, old, old - self._step(m, v, dtype))
+            return var.scatter_update(tf.IndexedSlices(new, rows))
+
+    def _rows_written(self, var, old, new):
+        """``new``, the rows Adam computed, as the extensions would write them; each extension
+        that changes ``K.update(var, ...)`` does the same here to the rows (``old``: before)."""
+        return new
 
 
 # train.optimizer: a base class and what the name means. adam: bert4keras Adam; adamw:
@@ -126,6 +167,30 @@ def _writes_only_if(condition):
         K.update = update
 
 
+def _with_weight_decay(base, name):
+    """bert4keras AdamW decay, also on the rows of a lazy update (only those rows decay, as in
+    TF Addons' DecoupledWeightDecayExtension for sparse gradients)."""
+    class RowWeightDecay(b4k_optimizers.extend_with_weight_decay_v2(base, name)):
+        def _rows_written(self, var, old, new):
+            new = super()._rows_written(var, old, new)
+            if not self._do_weight_decay(var):
+                return new
+            return new - self._decayed_lr(var.dtype.base_dtype) * self.weight_decay_rate * old
+
+    return RowWeightDecay
+
+
+def _with_parameter_wise_lr(base, name):
+    """bert4keras LR multipliers by variable name, also on the rows of a lazy update."""
+    class RowParameterWiseLR(b4k_optimizers.extend_with_parameter_wise_lr_v2(base, name)):
+        def _rows_written(self, var, old, new):
+            new = super()._rows_written(var, old, new)
+            multiplier = math.prod(f for key, f in self.paramwise_lr_schedule.items() if key in var.name)
+            return new if multiplier == 1 else old + (new - old) * multiplier
+
+    return RowParameterWiseLR
+
+
 def _with_ema(base, name):
     """bert4keras EMA, with the bias correction and late slots repaired (module docstring)."""
     bert4keras_ema = b4k_optimizers.extend_with_exponential_moving_average_v2(base, name)
@@ -140,6 +205,13 @@ def _with_ema(base, name):
             if weight:
                 for var in joining:
                     self.get_slot(var, "ema").assign(var * weight)
+
+        def _resource_apply_rows(self, grad, var, rows):
+            # The average moves on every row: an untouched row's average still approaches it.
+            updated = super()._resource_apply_rows(grad, var, rows)
+            average = self.get_slot(var, "ema")
+            with tf.control_dependencies([updated]):
+                return K.update(average, average * self.ema_momentum + var * (1.0 - self.ema_momentum))
 
         def apply_ema_weights(self, bias_correction=True):
             """Back up the trained weights, then set the (bias-corrected) averages."""
@@ -185,9 +257,9 @@ def _with_accumulation(base, name):
 
 
 EXTENSIONS = {
-    "WD": b4k_optimizers.extend_with_weight_decay_v2,
+    "WD": _with_weight_decay,
     "LR": b4k_optimizers.extend_with_piecewise_linear_lr_v2,
-    "PW": b4k_optimizers.extend_with_parameter_wise_lr_v2,
+    "PW": _with_parameter_wise_lr,
     "EMA": _with_ema,
     "GA": _with_accumulation,
 }
@@ -222,7 +294,8 @@ _register_all()
 # ---------------------------------------------------------------------------------------- building
 
 def build_optimizer(name, learning_rate, weight_decay=None, clip_norm=None, warmup_steps=0,
-                    total_steps=None, lr_multipliers=None, grad_accum_steps=1, ema_momentum=None):
+                    total_steps=None, lr_multipliers=None, grad_accum_steps=1, ema_momentum=None,
+                    embedding_update="dense"):
     """An optimizer for ``train.optimizer`` = ``adam`` | ``adamw``.
 
     * ``weight_decay``: decoupled decay rate (``None``: 0.01 for adamw, 0 for adam); never on
@@ -236,6 +309,8 @@ def build_optimizer(name, learning_rate, weight_decay=None, clip_norm=None, warm
       substrings multiply; 0 freezes. See ``layer_lr_multipliers``.
     * ``grad_accum_steps``: one update per that many batches, on their mean gradient.
     * ``ema_momentum``: keep an EMA of the weights; see ``EMAWeights`` / ``apply_ema``.
+    * ``embedding_update``: ``dense`` (Adam on every row) or ``lazy`` (on the rows a batch uses;
+      module docstring).
     """
     base, defaults = OPTIMIZERS.get(name, "train.optimizer"), OPTIMIZERS.info(name)
     _require("train.lr", learning_rate, _is_number(learning_rate) and learning_rate > 0, "a number > 0")
@@ -245,6 +320,7 @@ def build_optimizer(name, learning_rate, weight_decay=None, clip_norm=None, warm
              "a number >= 0 (0: no clipping)")
     if clip_norm:
         options["global_clipnorm"] = float(clip_norm)
+    options.update(_lazy(embedding_update, grad_accum_steps))
     tags = []
     for tag, extension_options in zip(TAGS, (  # one entry per tag, in TAGS order
             _decay(defaults["weight_decay"] if weight_decay is None else weight_decay),
@@ -292,6 +368,14 @@ def _ema(momentum):
     _require("train.ema_momentum", momentum, momentum is None or _is_number(momentum) and 0 < momentum < 1,
              "null or a number in (0, 1), e.g. 0.999")
     return momentum is not None and {"ema_momentum": float(momentum)}
+
+
+def _lazy(embedding_update, grad_accum_steps):
+    _require("train.embedding_update", embedding_update, embedding_update in EMBEDDING_UPDATES,
+             " or ".join(EMBEDDING_UPDATES))
+    _require("train.embedding_update", embedding_update, embedding_update == "dense" or grad_accum_steps == 1,
+             "dense with train.grad_accum_steps > 1 (the accumulated gradient is dense)")
+    return {"lazy_embeddings": True} if embedding_update == "lazy" else {}
 
 
 def _accumulation(steps):

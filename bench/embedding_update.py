@@ -1,0 +1,134 @@
+"""A training step with Adam on every embedding row against Adam on the rows a batch uses
+(``train.embedding_update: dense | lazy``), per encoder, in one process.
+
+    .venv/bin/python bench/embedding_update.py [--encoders DIR,DIR,...] [--batch 32] [--max-len 128]
+        [--steps 6] [--warmup 2] [--texts 0] [--json OUT.json]
+
+For each encoder folder (a Google-format checkpoint): two copies of one classifier ([CLS] ->
+Dense 256 relu -> dropout 0.1 -> Dense 3, softmax CE, xtune's Adam at 1e-4), built with
+``build_classifier`` and compiled with ``build_optimizer(..., embedding_update=...)``, are fed the
+same batch: the first ``batch`` texts of the inews training split (real Chinese news, title and
+content), tokenized by the encoder's vocabulary, head-truncated to ``max-len`` and padded to the
+longest. Steps alternate between the two models (``--warmup`` untimed each, then ``--steps``
+timed each), so both see the same machine state; the median step time of each and their ratio
+are printed with the vocabulary size and how many distinct rows the batch uses.
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+from xtune_keras.cpu import cpu_description
+
+DEFAULT_ENCODERS = "checkpoints/all-MiniLM-L6-v2,checkpoints/multilingual-e5-small"
+HEADS = [{"type": "cls"}, {"type": "mlp", "units": [256], "dropout": 0.1}]
+UPDATES = ("dense", "lazy")
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--encoders", default=DEFAULT_ENCODERS, help="comma-separated checkpoint folders")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--max-len", type=int, default=128)
+    p.add_argument("--steps", type=int, default=6)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--texts", type=int, default=0, help="first text of the batch in the inews training split")
+    p.add_argument("--json", default=None, help="also write the numbers here")
+    return p.parse_args(argv)
+
+
+def vocab_path(encoder):
+    for name in ("vocab.txt", "spm.model"):
+        if os.path.isfile(os.path.join(encoder, name)):
+            return os.path.join(encoder, name)
+    sys.exit("%s: no vocab.txt or SentencePiece model" % encoder)
+
+
+def real_batch(encoder, size, max_len, first):
+    """``(x, y)``: ``size`` inews training texts from ``first``, encoded for ``encoder``."""
+    import numpy as np
+    from bert4keras.snippets import sequence_padding
+
+    from xtune_keras.data.datasets import inews_splits
+    from xtune_keras.data.tables import Examples
+    from xtune_keras.data.truncation import encode_examples
+    from xtune_keras.model.encoders import build_tokenizer
+
+    train = inews_splits()["train"].iloc[first:first + size]
+    tokenizer = build_tokenizer(vocab_path(encoder))
+    examples = Examples(list(train["title"]), list(train["content"]), None, "inews train", list(range(len(train))))
+    ids, segments = encode_examples(tokenizer, examples, max_len)
+    x = {"Input-Token": sequence_padding(ids).astype(np.int32),
+         "Input-Segment": sequence_padding(segments).astype(np.int32)}
+    labels = train["label"].astype("category").cat.codes.to_numpy()
+    return x, np.eye(3, dtype=np.float32)[labels % 3]
+
+
+def build(encoder, embedding_update):
+    from bert4keras.backend import keras
+
+    from xtune_keras.model.classifier import build_classifier
+    from xtune_keras.model.losses import build_loss
+    from xtune_keras.recipes.finetune import compile_model
+    from xtune_keras.train.optimizers import build_optimizer
+
+    keras.utils.set_random_seed(0)
+    model = build_classifier(os.path.join(encoder, "bert_config.json"), os.path.join(encoder, "bert_model.ckpt"),
+                             3, HEADS)
+    compile_model(model, build_optimizer("adam", 1e-4, embedding_update=embedding_update), build_loss("ce"))
+    return model
+
+
+def alternate(models, x, y, warmup, steps):
+    """``{update: [seconds per timed step]}``, the models' steps interleaved."""
+    times = {update: [] for update in models}
+    for i in range(warmup + steps):
+        for update, model in models.items():
+            start = time.perf_counter()
+            model.train_on_batch(x, y)
+            if i >= warmup:
+                times[update].append(time.perf_counter() - start)
+    return times
+
+
+def measure(encoder, args):
+    import numpy as np
+
+    from xtune_keras.model.encoders import read_config
+
+    x, y = real_batch(encoder, args.batch, args.max_len, args.texts)
+    models = {update: build(encoder, update) for update in UPDATES}
+    times = alternate(models, x, y, args.warmup, args.steps)
+    medians = {update: statistics.median(t) for update, t in times.items()}
+    config = read_config(os.path.join(encoder, "bert_config.json"))
+    return {"encoder": encoder, "vocab_size": config["vocab_size"], "hidden_size": config["hidden_size"],
+            "layers": config["num_hidden_layers"], "batch": list(x["Input-Token"].shape),
+            "rows_used": int(np.unique(x["Input-Token"]).size),
+            "median_s": medians, "min_s": {u: min(t) for u, t in times.items()},
+            "dense_over_lazy": medians["dense"] / medians["lazy"]}
+
+
+def main(argv=None):
+    args = parse(argv)
+    from xtune_keras import compat  # noqa: F401  (first: TensorFlow with the bert4keras repairs)
+
+    print("CPU:", cpu_description())
+    print("| encoder | vocab x hidden, layers | batch | rows used | dense s | lazy s | dense / lazy |")
+    print("| --- | --- | --- | ---: | ---: | ---: | ---: |")
+    results = []
+    for encoder in args.encoders.split(","):
+        r = measure(encoder, args)
+        results.append(r)
+        print("| %s | %d x %d, %d | %d x %d | %d | %.3f (%.3f) | %.3f (%.3f) | %.2fx |" % (
+            os.path.basename(encoder), r["vocab_size"], r["hidden_size"], r["layers"], r["batch"][0], r["batch"][1],
+            r["rows_used"], r["median_s"]["dense"], r["min_s"]["dense"], r["median_s"]["lazy"], r["min_s"]["lazy"],
+            r["dense_over_lazy"]), flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"cpu": cpu_description(), "args": vars(args), "results": results}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
