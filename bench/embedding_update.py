@@ -2,7 +2,7 @@
 (``train.embedding_update: dense | lazy``), per encoder, in one process.
 
     .venv/bin/python bench/embedding_update.py [--encoders DIR,DIR,...] [--batch 32] [--max-len 128]
-        [--steps 6] [--warmup 2] [--texts 0] [--json OUT.json]
+        [--steps 6] [--warmup 2] [--texts 0] [--adversarial fgm|pgd] [--json OUT.json]
 
 For each encoder folder (a Google-format checkpoint): two copies of one classifier ([CLS] ->
 Dense 256 relu -> dropout 0.1 -> Dense 3, softmax CE, xtune's Adam at 1e-4), built with
@@ -11,7 +11,8 @@ same batch: the first ``batch`` texts of the inews training split (real Chinese 
 content), tokenized by the encoder's vocabulary, head-truncated to ``max-len`` and padded to the
 longest. Steps alternate between the two models (``--warmup`` untimed each, then ``--steps``
 timed each), so both see the same machine state; the median step time of each and their ratio
-are printed with the vocabulary size and how many distinct rows the batch uses.
+are printed with the vocabulary size and how many distinct rows the batch uses. With
+``--adversarial``, both models train through xtune's trainer with that method (default epsilon).
 """
 import argparse
 import json
@@ -35,6 +36,7 @@ def parse(argv=None):
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--texts", type=int, default=0, help="first text of the batch in the inews training split")
+    p.add_argument("--adversarial", default=None, choices=("fgm", "pgd"), help="train.adversarial.method")
     p.add_argument("--json", default=None, help="also write the numbers here")
     return p.parse_args(argv)
 
@@ -66,17 +68,19 @@ def real_batch(encoder, size, max_len, first):
     return x, np.eye(3, dtype=np.float32)[labels % 3]
 
 
-def build(encoder, embedding_update):
+def build(encoder, embedding_update, adversarial=None):
     from bert4keras.backend import keras
 
     from xtune_keras.model.classifier import build_classifier
     from xtune_keras.model.losses import build_loss
     from xtune_keras.recipes.finetune import compile_model
+    from xtune_keras.train.adversarial import build_trainer
     from xtune_keras.train.optimizers import build_optimizer
 
     keras.utils.set_random_seed(0)
     model = build_classifier(os.path.join(encoder, "bert_config.json"), os.path.join(encoder, "bert_model.ckpt"),
                              3, HEADS)
+    model = build_trainer(model, method=adversarial, activation="softmax")
     compile_model(model, build_optimizer("adam", 1e-4, embedding_update=embedding_update), build_loss("ce"))
     return model
 
@@ -99,7 +103,7 @@ def measure(encoder, args):
     from xtune_keras.model.encoders import read_config
 
     x, y = real_batch(encoder, args.batch, args.max_len, args.texts)
-    models = {update: build(encoder, update) for update in UPDATES}
+    models = {update: build(encoder, update, args.adversarial) for update in UPDATES}
     times = alternate(models, x, y, args.warmup, args.steps)
     medians = {update: statistics.median(t) for update, t in times.items()}
     config = read_config(os.path.join(encoder, "bert_config.json"))
@@ -114,7 +118,7 @@ def main(argv=None):
     args = parse(argv)
     from xtune_keras import compat  # noqa: F401  (first: TensorFlow with the bert4keras repairs)
 
-    print("CPU:", cpu_description())
+    print("CPU:", cpu_description(), "| adversarial:", args.adversarial)
     print("| encoder | vocab x hidden, layers | batch | rows used | dense s | lazy s | dense / lazy |")
     print("| --- | --- | --- | ---: | ---: | ---: | ---: |")
     results = []

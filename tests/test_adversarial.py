@@ -7,8 +7,8 @@ from xtune_keras import compat  # noqa: F401  (first: TensorFlow with the bert4k
 import tensorflow as tf
 from bert4keras.backend import keras
 
-from xtune_keras.train.adversarial import (AdversarialTrainer, build_trainer, project_to_ball,
-                                     saveable_model, symmetric_kl)
+from xtune_keras.train.adversarial import (AdversarialTrainer, build_trainer, gradient_rows, project_to_ball,
+                                           saveable_model, symmetric_kl)
 from xtune_keras.errors import XtuneError
 from xtune_keras.model.losses import build_loss
 from xtune_keras.model.classifier import build_classifier, freeze_layers
@@ -104,6 +104,23 @@ def test_fgm_with_tiny_epsilon_adds_r_along_the_gradient_and_doubles_it(tiny_ckp
     assert len(clean) == len(variables) == len(summed)
     flat = lambda grads: np.concatenate([dense(g).ravel() for g in grads])  # noqa: E731
     assert np.linalg.norm(flat(summed) - 2 * flat(clean)) < 1e-2 * np.linalg.norm(2 * flat(clean))
+
+
+def test_gradient_rows_hold_all_of_the_embedding_gradient():
+    """A lookup's gradient (a token twice) as distinct sorted rows: the dense gradient is zero
+    elsewhere, so perturbing only those rows is the whole perturbation."""
+    table = tf.Variable(tf.zeros((6, 2)))
+    g = tf.IndexedSlices(tf.constant([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]), tf.constant([4, 1, 4]),
+                         tf.constant([6, 2]))
+    rows, values = gradient_rows(g, table)
+    dense_g = tf.convert_to_tensor(g).numpy()
+    assert rows.numpy().tolist() == [1, 4]
+    np.testing.assert_array_equal(values.numpy(), dense_g[[1, 4]])
+    assert not np.delete(dense_g, [1, 4], axis=0).any()
+    rows, values = gradient_rows(tf.ones((6, 2)), table)  # already dense: every row
+    assert rows.numpy().tolist() == list(range(6)) and values.shape == (6, 2)
+    rows, values = gradient_rows(None, table)
+    assert rows.shape == (0,) and values.shape == (0, 2)
 
 
 def test_projection_keeps_pgd_perturbation_in_the_epsilon_ball():

@@ -12,6 +12,9 @@ not run on TensorFlow 2.21. Here the same ideas are a ``keras.Model`` wrapping t
 * R-Drop (Liang et al. 2021, "R-Drop: Regularized Dropout for Neural Networks"): two dropout
   passes, their mean task loss plus ``rdrop_alpha`` times the symmetric KL between them.
 
+The embedding gradient is non-zero only on the rows of the batch's tokens, and so is r: FGM and
+PGD perturb and restore those rows (``gradient_rows``), not the whole matrix.
+
 The same step also takes a batch cut into micro-batches by length (``train.micro_batches``,
 batches.PaddedBatches): it sums the parts' gradients, weighted by their share of the batch, into
 the whole batch's before the one update, so FGM and PGD perturb by the whole batch's gradient.
@@ -42,11 +45,18 @@ def project_to_ball(r, epsilon):
     return r * tf.minimum(1.0, epsilon / tf.maximum(tf.norm(r), 1e-12))
 
 
-def dense_gradient(g, variable):
-    """The embedding gradient is ``IndexedSlices`` (a gather); the perturbation needs it dense."""
+def gradient_rows(g, variable):
+    """``(rows, gradient)``: the embedding gradient on the rows it touches, each row once, in
+    ascending order. The rest of the gradient is zero, so the perturbation is too: only these rows
+    are perturbed and restored, not the whole matrix (250k x 384 for e5)."""
     if g is None:
-        return tf.zeros_like(variable)
-    return tf.convert_to_tensor(g)
+        return tf.zeros([0], tf.int32), tf.zeros([0, variable.shape[-1]], variable.dtype)
+    if not isinstance(g, tf.IndexedSlices):
+        return tf.range(tf.shape(variable)[0]), tf.convert_to_tensor(g)
+    rows, position = tf.unique(tf.cast(g.indices, tf.int32))
+    summed = tf.math.unsorted_segment_sum(g.values, position, tf.size(rows))
+    order = tf.argsort(rows)  # the same rows in the same order for every gradient of one batch (PGD)
+    return tf.gather(rows, order), tf.gather(summed, order)
 
 
 def add_gradients(a, b):
@@ -236,14 +246,18 @@ class AdversarialTrainer(keras.Model):
         grads = tape.gradient(target, watched)
         return loss, logits, extra, grads if self.loss_scale is None else self.loss_scale.unscaled(grads)
 
+    def perturb(self, rows, values):
+        """Set the embedding ``rows`` to ``values`` (the others are never perturbed)."""
+        return self.embeddings.scatter_update(tf.IndexedSlices(values, rows))
+
     def perturbed_gradients(self, parts, variables, g_embedding):
         """Loss and gradients at the adversarial embeddings, then the exact clean ones back."""
-        embeddings = self.embeddings
-        clean = tf.identity(embeddings)  # a snapshot: assigned back bit for bit, no r subtracted
-        r = METHODS.get(self.method)(self, parts, dense_gradient(g_embedding, embeddings), clean)
-        embeddings.assign(clean + r)
+        rows, g = gradient_rows(g_embedding, self.embeddings)
+        clean = tf.gather(self.embeddings, rows)  # a snapshot: put back bit for bit, no r subtracted
+        r = METHODS.get(self.method)(self, parts, rows, g, clean)
+        self.perturb(rows, clean + r)
         loss, _, _, grads, _ = self.loss_and_gradients(parts, variables)
-        embeddings.assign(clean)
+        self.perturb(rows, clean)
         return loss, grads
 
     def compute_gradients(self, data):
@@ -293,27 +307,28 @@ class AdversarialTrainer(keras.Model):
         return results
 
 
-# How the embedding perturbation r is found: fn(trainer, parts, embedding gradient, clean
-# embeddings) -> r. Options (epsilon, alpha, steps) live on the trainer (train.adversarial).
+# How the embedding perturbation r is found: fn(trainer, parts, rows, embedding gradient, clean
+# embeddings) -> r, each on the embedding ``rows`` the batch uses (``gradient_rows``). Options
+# (epsilon, alpha, steps) live on the trainer (train.adversarial).
 METHODS = Registry("adversarial method")
 
 
 @METHODS.register("fgm")
-def fgm_perturbation(trainer, parts, g, clean):
+def fgm_perturbation(trainer, parts, rows, g, clean):
     """Miyato et al. 2017: one step of norm epsilon along the gradient."""
     return trainer.epsilon * unit_direction(g)
 
 
 @METHODS.register("pgd")
-def pgd_perturbation(trainer, parts, g, clean):
+def pgd_perturbation(trainer, parts, rows, g, clean):
     """Madry et al. 2018: ``steps`` ascent steps of size alpha, projected onto the epsilon-ball;
-    the first steps only need the embedding gradient to move r."""
-    embeddings = trainer.embeddings
+    the first steps only need the embedding gradient to move r. Every step's gradient has the
+    same rows (the batch's tokens)."""
     r = tf.zeros_like(clean)
     for _ in range(trainer.steps - 1):
         r = project_to_ball(r + trainer.alpha * unit_direction(g), trainer.epsilon)
-        embeddings.assign(clean + r)
-        g = dense_gradient(trainer.loss_and_gradients(parts, [])[-1], embeddings)
+        trainer.perturb(rows, clean + r)
+        g = gradient_rows(trainer.loss_and_gradients(parts, [])[-1], trainer.embeddings)[1]
     return project_to_ball(r + trainer.alpha * unit_direction(g), trainer.epsilon)
 
 
