@@ -9,9 +9,10 @@ Dense 256 relu -> dropout 0.1 -> Dense 3, softmax CE, xtune's Adam at 1e-4), bui
 ``build_classifier`` and compiled with ``build_optimizer(..., embedding_update=...)``, are fed the
 same batch: the first ``batch`` texts of the inews training split (real Chinese news, title and
 content), tokenized by the encoder's vocabulary, head-truncated to ``max-len`` and padded to the
-longest. Steps alternate between the two models (``--warmup`` untimed each, then ``--steps``
-timed each), so both see the same machine state; the median step time of each and their ratio
-are printed with the vocabulary size and how many distinct rows the batch uses. With
+longest. Steps (each model's ``train_step``, traced once) alternate between the two models in ABBA
+order (``--warmup`` untimed each, then ``--steps`` timed each), so both see the same machine
+state; the median step time of each and their ratio are printed with the vocabulary size and how
+many distinct rows the batch uses. With
 ``--adversarial``, both models train through xtune's trainer with that method (default epsilon).
 """
 import argparse
@@ -86,12 +87,19 @@ def build(encoder, embedding_update, adversarial=None):
 
 
 def alternate(models, x, y, warmup, steps):
-    """``{update: [seconds per timed step]}``, the models' steps interleaved."""
+    """``{update: [seconds per timed step]}``, the models' steps interleaved in ABBA order.
+
+    Each step is the model's own ``train_step`` traced once, not ``train_on_batch``: that builds a
+    tf.data iterator per call whose autotuning thread wakes after 10, 20, 40... ms, and the call
+    often returns only at such a wake-up (steps of 10.24, 20.48 or 40.96 s here; RESULTS.md §9)."""
+    import tensorflow as tf
+
+    steps_of = {update: tf.function(model.train_step) for update, model in models.items()}
     times = {update: [] for update in models}
     for i in range(warmup + steps):
-        for update, model in models.items():
+        for update in (list(models) if i % 2 == 0 else list(reversed(models))):
             start = time.perf_counter()
-            model.train_on_batch(x, y)
+            float(steps_of[update]((x, y))["loss"])  # waits for the step
             if i >= warmup:
                 times[update].append(time.perf_counter() - start)
     return times
@@ -110,7 +118,7 @@ def measure(encoder, args):
     return {"encoder": encoder, "vocab_size": config["vocab_size"], "hidden_size": config["hidden_size"],
             "layers": config["num_hidden_layers"], "batch": list(x["Input-Token"].shape),
             "rows_used": int(np.unique(x["Input-Token"]).size),
-            "median_s": medians, "min_s": {u: min(t) for u, t in times.items()},
+            "times_s": times, "median_s": medians, "min_s": {u: min(t) for u, t in times.items()},
             "dense_over_lazy": medians["dense"] / medians["lazy"]}
 
 
