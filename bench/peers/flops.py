@@ -6,9 +6,9 @@
 1. The xtune classifier of the benchmark (all-MiniLM-L6-v2 -> [CLS] -> Dense 256 relu ->
    dropout 0.1 -> Dense 8; softmax CE; xtune's Adam, lr 1e-4), built with xtune's own
    ``build_classifier`` / ``build_optimizer`` / ``compile_model``, is fed one fixed batch of
-   ``batch`` x ``seq-len`` real tokens (no padding): ``train_on_batch`` is called ``--warmup``
-   times untimed (tracing), then ``--steps`` times timed; the median step time is used (the best
-   is shown too). A forward pass (``predict_on_batch``) is timed the same way.
+   ``batch`` x ``seq-len`` real tokens (no padding): its ``train_step`` (traced once) is called
+   ``--warmup`` times untimed (tracing), then ``--steps`` times timed; the median step time is used (the best
+   is shown too). A forward pass (``predict_step``) is timed the same way.
 2. The analytic FLOPs of that step (``flopcount.py``: matmuls only, backward = 2x forward)
    divided by the step time = achieved FLOP/s.
 3. A plain ``tf.matmul`` of two ``N x N`` matrices in a ``tf.function`` (2 N^3 FLOPs), best of
@@ -101,8 +101,12 @@ def main(argv=None):
     model, x, y, policy = benchmark_step(args.encoder, args.batch, args.seq_len, args.labels, args.precision)
     bert_config = read_config(os.path.join(args.encoder, "bert_config.json"))
 
-    step_times = timed(lambda: model.train_on_batch(x, y), args.warmup, args.steps)
-    forward_times = timed(lambda: model.predict_on_batch(x), args.warmup, args.steps)
+    # The model's own steps traced once, not train_on_batch / predict_on_batch: those build a
+    # tf.data iterator per call and often return only at its autotuning thread's next wake-up
+    # (10 ms x (2^k - 1) after the call began; RESULTS.md §4's correction).
+    train_step, predict_step = tf.function(model.train_step), tf.function(model.predict_step)
+    step_times = timed(lambda: float(train_step((x, y))["loss"]), args.warmup, args.steps)
+    forward_times = timed(lambda: predict_step(x).numpy(), args.warmup, args.steps)
 
     n = args.matmul
     compute_dtype = tf.keras.mixed_precision.Policy(policy).compute_dtype
