@@ -12,9 +12,10 @@ Four parts (``--parts``), printed as Markdown and written as JSON:
    sorted), against the real tokens. Counted, not timed: no machine noise.
 2. the parts of one step of the peers' model (MiniLM, CLS + mlp(256), softmax CE, Adam) on
    batch 32 at several padded lengths: building the batch (PaddedBatches), the forward pass,
-   forward + backward (GradientTape, no update), the whole ``train_on_batch``. Lengths are
-   interleaved round by round and the median and minimum over rounds are reported: steps on
-   this 2-core VM switch between two speeds (about 1.7 and 2.55 s at 32 x 128) whatever runs.
+   forward + backward (GradientTape, no update), the whole training step (``train_step``,
+   traced). Lengths are interleaved round by round and the median and minimum over rounds are
+   reported. (Before stop 35 the step was ``train_on_batch``, whose slow steps, about 2.55 s
+   against 1.7 at 32 x 128, were its tf.data iterator's wait: RESULTS.md §4.)
 3. micro-batches: a whole training step (xtune's trainer, traced once) on real random batches at
    max_len 256, whole and cut into 2, 4 and 8 micro-batches, interleaved batch by batch.
 4. XLA: ``jit_compile=True`` against the same model without it, steps alternated between the
@@ -100,6 +101,16 @@ def batch_of(batch_size, length, seed=0):
     return PaddedBatches(ids, [[0] * length] * batch_size, labels, batch_size)
 
 
+def stepper(model, jit_compile=False):
+    """``step(x, y)``: the model's ``train_step`` traced once (with XLA if asked), waiting for the
+    loss. Not ``train_on_batch``: it builds a tf.data iterator per call and often returns only at
+    the iterator's autotuning wake-up, 10 ms x (2^k - 1) after the call began (RESULTS.md §4)."""
+    import tensorflow as tf
+
+    step = tf.function(model.train_step, jit_compile=jit_compile, reduce_retracing=True)
+    return lambda x, y: float(step((x, y))["loss"])
+
+
 def timed(fn):
     start = time.perf_counter()
     fn()
@@ -121,17 +132,18 @@ def step_parts(args):
 
     forward_backward = tf.function(forward_backward, reduce_retracing=True)
     forward = tf.function(lambda x: model(x, training=True), reduce_retracing=True)
+    train_step = stepper(model)
     parts = {n: {"build batch": [], "forward": [], "forward+backward": [], "train step": []} for n in lengths}
     for n in lengths:  # trace every function at every shape once, untimed
         x, y = batches[n][0]
-        forward(x), forward_backward(x, y), model.train_on_batch(x, y)
+        forward(x), forward_backward(x, y), train_step(x, y)
     for _ in range(args.rounds):
         for n in lengths:
             x, y = batches[n][0]
             parts[n]["build batch"].append(timed(lambda: batches[n][0]))
             parts[n]["forward"].append(timed(lambda: forward(x)[0, 0].numpy()))
             parts[n]["forward+backward"].append(timed(lambda: forward_backward(x, y)))
-            parts[n]["train step"].append(timed(lambda: model.train_on_batch(x, y)))
+            parts[n]["train step"].append(timed(lambda: train_step(x, y)))
     return {n: {part: {"median": statistics.median(t), "min": min(t)} for part, t in p.items()}
             for n, p in parts.items()}
 
@@ -173,12 +185,12 @@ def micro_steps(args):
 def xla(args):
     length = max(int(n) for n in args.lengths.split(","))
     x, y = batch_of(args.batch_size, length)[0]
-    plain, jitted = build(False), build(True)
-    first = {"plain": timed(lambda: plain.train_on_batch(x, y)), "xla": timed(lambda: jitted.train_on_batch(x, y))}
+    steps = {"plain": stepper(build(False)), "xla": stepper(build(True), jit_compile=True)}
+    first = {kind: timed(lambda: step(x, y)) for kind, step in steps.items()}
     times = {"plain": [], "xla": []}
     for _ in range(args.xla_steps):
-        times["plain"].append(timed(lambda: plain.train_on_batch(x, y)))
-        times["xla"].append(timed(lambda: jitted.train_on_batch(x, y)))
+        for kind, step in steps.items():
+            times[kind].append(timed(lambda: step(x, y)))
     return {"length": length, "first_step_s": first,
             "median_s": {k: statistics.median(v) for k, v in times.items()},
             "min_s": {k: min(v) for k, v in times.items()}}
