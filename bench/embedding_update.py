@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 
 from xtune_keras.cpu import cpu_description
@@ -42,13 +41,6 @@ def parse(argv=None):
     return p.parse_args(argv)
 
 
-def vocab_path(encoder):
-    for name in ("vocab.txt", "spm.model"):
-        if os.path.isfile(os.path.join(encoder, name)):
-            return os.path.join(encoder, name)
-    sys.exit("%s: no vocab.txt or SentencePiece model" % encoder)
-
-
 def real_batch(encoder, size, max_len, first):
     """``(x, y)``: ``size`` inews training texts from ``first``, encoded for ``encoder``."""
     import numpy as np
@@ -57,10 +49,10 @@ def real_batch(encoder, size, max_len, first):
     from xtune_keras.data.datasets import inews_splits
     from xtune_keras.data.tables import Examples
     from xtune_keras.data.truncation import encode_examples
-    from xtune_keras.model.encoders import build_tokenizer
+    from xtune_keras.model.encoders import build_tokenizer, resolve_encoder_paths
 
     train = inews_splits()["train"].iloc[first:first + size]
-    tokenizer = build_tokenizer(vocab_path(encoder))
+    tokenizer = build_tokenizer(resolve_encoder_paths(encoder)["vocab"])
     examples = Examples(list(train["title"]), list(train["content"]), None, "inews train", list(range(len(train))))
     ids, segments = encode_examples(tokenizer, examples, max_len)
     x = {"Input-Token": sequence_padding(ids).astype(np.int32),
@@ -73,14 +65,15 @@ def build(encoder, embedding_update, adversarial=None):
     from bert4keras.backend import keras
 
     from xtune_keras.model.classifier import build_classifier
+    from xtune_keras.model.encoders import resolve_encoder_paths
     from xtune_keras.model.losses import build_loss
     from xtune_keras.recipes.finetune import compile_model
     from xtune_keras.train.adversarial import build_trainer
     from xtune_keras.train.optimizers import build_optimizer
 
     keras.utils.set_random_seed(0)
-    model = build_classifier(os.path.join(encoder, "bert_config.json"), os.path.join(encoder, "bert_model.ckpt"),
-                             3, HEADS)
+    paths = resolve_encoder_paths(encoder)
+    model = build_classifier(paths["config"], paths["checkpoint"], 3, HEADS)
     model = build_trainer(model, method=adversarial, activation="softmax")
     compile_model(model, build_optimizer("adam", 1e-4, embedding_update=embedding_update), build_loss("ce"))
     return model
@@ -108,13 +101,13 @@ def alternate(models, x, y, warmup, steps):
 def measure(encoder, args):
     import numpy as np
 
-    from xtune_keras.model.encoders import read_config
+    from xtune_keras.model.encoders import read_config, resolve_encoder_paths
 
     x, y = real_batch(encoder, args.batch, args.max_len, args.texts)
     models = {update: build(encoder, update, args.adversarial) for update in UPDATES}
     times = alternate(models, x, y, args.warmup, args.steps)
     medians = {update: statistics.median(t) for update, t in times.items()}
-    config = read_config(os.path.join(encoder, "bert_config.json"))
+    config = read_config(resolve_encoder_paths(encoder)["config"])
     return {"encoder": encoder, "vocab_size": config["vocab_size"], "hidden_size": config["hidden_size"],
             "layers": config["num_hidden_layers"], "batch": list(x["Input-Token"].shape),
             "rows_used": int(np.unique(x["Input-Token"]).size),

@@ -30,6 +30,7 @@ from xtune_keras.errors import XtuneError
 from xtune_keras.keys import ADVERSARIAL
 from xtune_keras.schema import check_value
 from xtune_keras.registry import Registry
+from xtune_keras.train.optimizers import summed_rows
 
 ACTIVATIONS = ("sigmoid", "softmax")
 EMBEDDING_LAYER = "Embedding-Token"
@@ -53,10 +54,7 @@ def gradient_rows(g, variable):
         return tf.zeros([0], tf.int32), tf.zeros([0, variable.shape[-1]], variable.dtype)
     if not isinstance(g, tf.IndexedSlices):
         return tf.range(tf.shape(variable)[0]), tf.convert_to_tensor(g)
-    rows, position = tf.unique(tf.cast(g.indices, tf.int32))
-    summed = tf.math.unsorted_segment_sum(g.values, position, tf.size(rows))
-    order = tf.argsort(rows)  # the same rows in the same order for every gradient of one batch (PGD)
-    return tf.gather(rows, order), tf.gather(summed, order)
+    return summed_rows(g.values, g.indices)  # the same rows in the same order at every PGD step
 
 
 def add_gradients(a, b):

@@ -65,6 +65,15 @@ TAGS = ("WD", "LR", "PW", "EMA", "GA")  # innermost first; also their order in c
 EMBEDDING_UPDATES = ("dense", "lazy")
 
 
+def summed_rows(values, indices):
+    """``(rows, values)`` of a sparse gradient (an embedding lookup's) with each row once, repeats
+    summed, rows ascending: the same rows in the same order for every gradient of one batch."""
+    rows, position = tf.unique(tf.cast(indices, tf.int32))
+    summed = tf.math.unsorted_segment_sum(values, position, tf.size(rows))
+    order = tf.argsort(rows)
+    return tf.gather(rows, order), tf.gather(summed, order)
+
+
 @keras.utils.register_keras_serializable(package="xtune")
 class XtuneAdam(b4k_optimizers.Adam):
     """bert4keras Adam (epsilon 1e-6 as in google-research/bert) with a reloadable name.
@@ -93,8 +102,8 @@ class XtuneAdam(b4k_optimizers.Adam):
         """What Adam subtracts from the weights, given the moments just written."""
         if self.bias_correction:
             t = K.cast(self._adam_step(), dtype)
-            m, v = m / (1.0 - K.pow(self._get_hyper("beta_1", dtype), t)), \
-                v / (1.0 - K.pow(self._get_hyper("beta_2", dtype), t))
+            m = m / (1.0 - K.pow(self._get_hyper("beta_1", dtype), t))
+            v = v / (1.0 - K.pow(self._get_hyper("beta_2", dtype), t))
         return self._decayed_lr(dtype) * m / (K.sqrt(v) + self.epsilon)
 
     def _resource_apply_dense(self, grad, var):
@@ -107,8 +116,7 @@ class XtuneAdam(b4k_optimizers.Adam):
 
     def _resource_apply_sparse_duplicate_indices(self, grad, var, indices, **kwargs):
         if self.lazy_embeddings:
-            rows, position = tf.unique(indices)
-            summed = tf.math.unsorted_segment_sum(grad, position, tf.shape(rows)[0])
+            rows, summed = summed_rows(grad, indices)
             return self._resource_apply_rows(summed, var, rows)
         # Densify before any extension sees it: bert4keras extensions that override the sparse
         # path also run through the dense one, so they would act twice (see module docstring).
