@@ -45,3 +45,33 @@ def test_keras3_imported_first_is_a_clear_error():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode != 0
     assert "Keras 3 was imported before xtune_keras" in done.stderr
+
+
+def _handler_dataset(x, y=None, **kwargs):
+    from tf_keras.src.engine import data_adapter
+
+    return data_adapter.DataHandler(x=x, y=y, **kwargs)._dataset
+
+
+def test_datasets_keras_builds_run_without_autotuning():
+    """An iterator deleted before its end waits for tf.data's autotuning thread to wake up; Keras
+    drops one per epoch and per predict, so the datasets it builds for us have no such thread."""
+    import tensorflow as tf
+
+    from xtune_keras.data.batches import PaddedBatches
+
+    ids = [[2, 7, 9, 3], [2, 11, 3]]
+    sequence = PaddedBatches(ids, [[0] * len(i) for i in ids], np.eye(2, dtype=np.float32), batch_size=1)
+    arrays = (np.zeros((4, 3), np.float32), np.zeros((4, 1), np.float32))
+    for x, y in ((sequence, None), arrays):
+        assert _handler_dataset(x, y).options().autotune.enabled is False
+    own = tf.data.Dataset.from_tensor_slices(arrays).batch(2)  # a dataset passed in keeps its options
+    assert _handler_dataset(own).options().autotune.enabled is not False
+
+
+def test_tf_data_autotune_switch_restores_keras_default(monkeypatch):
+    from xtune_keras import compat
+
+    monkeypatch.setattr(compat, "TF_DATA_AUTOTUNE", True)
+    arrays = (np.zeros((4, 3), np.float32), np.zeros((4, 1), np.float32))
+    assert _handler_dataset(*arrays).options().autotune.enabled is not False

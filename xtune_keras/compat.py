@@ -10,6 +10,10 @@ Each repair is small and named after the breakage it fixes:
   loader cannot turn back into a function. We save the registered name instead.
 * Checkpoint writing without TF1 sessions lives in :mod:`xtune_keras.convert.checkpoints`.
 * No ``Lambda`` in saved models: see :mod:`xtune_keras.model.layers`.
+* ``_keras_datasets_without_autotune``: deleting a tf.data iterator that has not reached its end
+  often blocks until tf.data's autotuning thread next wakes up, and Keras drops one such iterator
+  per ``fit`` epoch and per ``predict`` or ``evaluate`` call. The datasets Keras builds from our
+  Sequences and arrays run without that thread.
 
 TensorFlow itself is first imported here, its C++ start-up lines parked
 (``_with_native_logs_parked``). ``import xtune_keras`` alone does not import this module.
@@ -119,6 +123,35 @@ def _attention_dropout_keeps_its_dtype():
     keras.utils.get_custom_objects()["AttentionDropout"] = AttentionDropout
 
 
+# ``True`` keeps tf.data's autotuning on the datasets Keras builds (what Keras does by default);
+# bench/epoch_boundaries.py sets it to time both.
+TF_DATA_AUTOTUNE = False
+
+
+def _keras_datasets_without_autotune():
+    """tf.data's autotuning thread sleeps 10 ms, then twice as long after each wake-up (capped at a
+    minute), and deleting an iterator before its end often waits for that wake-up. Keras stops at
+    ``len(sequence)`` steps without reaching the end, so each epoch's iterator and each
+    ``predict`` can pay it (measured: bench/RESULTS.md §4, "Epoch boundaries"). Only the datasets
+    Keras builds itself lose the thread; a ``tf.data.Dataset`` passed in keeps its own options.
+    Our batches are ready-made numpy arrays: there is nothing for it to tune."""
+    import tensorflow as tf
+    from tf_keras.src.engine import data_adapter
+
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    configure = data_adapter.DataHandler._configure_dataset_and_inferred_steps
+
+    def configure_without_autotune(self, *args, **kwargs):
+        adapter = self._adapter
+        if not TF_DATA_AUTOTUNE and not isinstance(adapter, data_adapter.DatasetAdapter):
+            dataset = adapter.get_dataset().with_options(options)
+            adapter.get_dataset = lambda: dataset
+        return configure(self, *args, **kwargs)
+
+    data_adapter.DataHandler._configure_dataset_and_inferred_steps = configure_without_autotune
+
+
 def _quiet_known_warnings():
     """Two warnings every run would print: bert4keras shares one seeded-by-design initializer
     across layers, and .h5 is the format the write-up's models use on purpose."""
@@ -141,6 +174,7 @@ def _apply():
         _legacy_optimizer_base()
     _feedforward_activation_by_name()
     _attention_dropout_keeps_its_dtype()
+    _keras_datasets_without_autotune()
     _quiet_known_warnings()
 
 
