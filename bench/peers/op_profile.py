@@ -4,11 +4,11 @@
         [--seq-len 128] [--steps 2] [--precision float32] [--top 15]
 
 The classifier and batch of flops.py (same builders, same fixed batch of real tokens, no padding),
-``--warmup`` untimed steps, then ``--steps`` steps under ``tf.profiler.experimental``. The host
-trace (XSpace) is read back and each TensorFlow op event (``scope/name:OpType``) is summed per op
-type: wall time of the op on the thread that ran it, its intra-op helpers included. Concurrent ops
-overlap, so the shares are of summed op time, not of the step. Prints the CPU, the mean step time,
-and a Markdown table.
+``--warmup`` untimed steps, then ``--steps`` steps (the traced ``train_step``) under
+``tf.profiler.experimental``. The host trace (XSpace) is read back and each TensorFlow op event
+(``scope/name:OpType``) is summed per op type: wall time of the op on the thread that ran it, its
+intra-op helpers included. Concurrent ops overlap, so the shares are of summed op time, not of the
+step. Prints the CPU, the mean step time, and a Markdown table.
 """
 import argparse
 import collections
@@ -20,6 +20,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from flops import benchmark_step  # noqa: E402
+from profile_step import stepper  # noqa: E402
 from xtune_keras.cpu import cpu_description  # noqa: E402  (no TensorFlow)
 
 
@@ -57,13 +58,14 @@ def main():
     import tensorflow as tf
 
     model, x, y, policy = benchmark_step(args.encoder, args.batch, args.seq_len, args.labels, args.precision)
+    step = stepper(model)
     for _ in range(args.warmup):
-        model.train_on_batch(x, y)
+        step(x, y)
     with tempfile.TemporaryDirectory() as logdir:
         tf.profiler.experimental.start(logdir)
         started = time.perf_counter()
         for _ in range(args.steps):
-            model.train_on_batch(x, y)
+            step(x, y)
         seconds = (time.perf_counter() - started) / args.steps
         tf.profiler.experimental.stop()
         totals = op_times(logdir)
