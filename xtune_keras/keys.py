@@ -112,7 +112,9 @@ KEYS = {
                               hparam=True),
     "train.embedding_update": Key("dense", "choice", "dense: Adam moves every embedding row each step (BERT); "
                                   "lazy: only the rows of the batch's tokens (LazyAdam; faster with large "
-                                  "vocabularies)", ("dense", "lazy"), hashed="if_changed", hparam=True),
+                                  "vocabularies; no effect in pretraining, whose MLM output reuses the "
+                                  "embedding and makes its gradient dense)", ("dense", "lazy"),
+                                  hashed="if_changed", hparam=True),
     "train.adversarial": Key(None, "any", "{method: fgm | pgd, epsilon, alpha, steps}; null: off"),
     "train.rdrop_alpha": Key(0.0, "number", "R-Drop (Liang et al. 2021) weight of the symmetric KL", ">= 0",
                              hparam=True),
