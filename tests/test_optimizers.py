@@ -15,7 +15,7 @@ from xtune_keras.model.encoders import build_transformer
 from xtune_keras.errors import XtuneError
 from xtune_keras.model.classifier import build_classifier
 from xtune_keras.train.optimizers import (
-    TAGS, EMAWeights, XtuneAdam, apply_ema, build_optimizer, check_lr_multipliers,
+    ADAM_KERNELS, TAGS, EMAWeights, XtuneAdam, apply_ema, build_optimizer, check_lr_multipliers,
     layer_lr_multipliers, restore_weights,
 )
 
@@ -431,6 +431,62 @@ def test_lazy_rows_through_a_model_fit():
     assert moved.tolist() == [False, True, True, True] + [False] * 6
 
 
+# ------------------------------------------------------------------------------------ fused kernel
+
+FUSED_OPTIONS = {
+    "adam": {"name": "adam"},
+    "adamw": {"name": "adamw"},  # no bias correction; decay on kernels, not on norms or biases
+    "adamw_schedule_multipliers_ema": {"name": "adamw", "warmup_steps": 2, "total_steps": 9,
+                                       "lr_multipliers": {"Transformer-0": 0.5, "kernel": 3.0, "logits": 0.0},
+                                       "ema_momentum": 0.8},
+}
+
+
+@pytest.mark.parametrize("options", FUSED_OPTIONS.values(), ids=list(FUSED_OPTIONS))
+def test_fused_kernel_equals_the_op_chain(options):
+    """ResourceApplyAdam with its epsilon scaled is bert4keras's update: weights, moments and
+    averages agree after several steps, decay, schedule, multipliers (0 freezes) and EMA included."""
+    models = [bert_like_stack(2), bert_like_stack(2)]
+    models[1].set_weights(models[0].get_weights())
+    initial = values(models[1].trainable_variables)
+    optimizers = [build_optimizer(learning_rate=0.1, **options),
+                  build_optimizer(learning_rate=0.1, adam_kernel="fused", **options)]
+    steps = [stepper(o, m.trainable_variables) for o, m in zip(optimizers, models)]
+    rng = np.random.default_rng(2)
+    for _ in range(5):
+        grads = [rng.normal(size=v.shape) for v in models[0].trainable_variables]
+        for step in steps:
+            step(grads)
+        assert_weights_close(values(models[1].trainable_variables), values(models[0].trainable_variables))
+    slots = ("m", "v") + (("ema",) if "ema_momentum" in options else ())
+    for variables in zip(*(m.trainable_variables for m in models)):
+        for slot in slots:
+            np.testing.assert_allclose(*(o.get_slot(v, slot).numpy() for o, v in zip(optimizers, variables)),
+                                       rtol=1e-5, atol=1e-6, err_msg="%s %s" % (variables[0].name, slot))
+    if "lr_multipliers" in options:  # the frozen head did not move
+        for variable, was in zip(models[1].trainable_variables, initial):
+            if "logits" in variable.name:
+                np.testing.assert_array_equal(variable.numpy(), was)
+
+
+def test_fused_kernel_trains_a_classifier_as_the_op_chain_does(tiny_ckpt):
+    """Through Keras's train step on the tiny BERT (an embedding lookup's gradient densified)."""
+    predictions = []
+    for kernel in ADAM_KERNELS:
+        tf.keras.utils.set_random_seed(0)
+        model = tiny_classifier(tiny_ckpt)
+        model.compile(build_optimizer("adamw", 1e-2, adam_kernel=kernel), "mse")
+        model.fit(INPUTS, TARGETS, batch_size=2, epochs=2, verbose=0, shuffle=False)
+        predictions.append(model.predict(INPUTS, verbose=0))
+    np.testing.assert_allclose(predictions[1], predictions[0], rtol=1e-4, atol=1e-5)
+
+
+def test_fused_kernel_refuses_accumulation_and_unknown_names():
+    with pytest.raises(XtuneError, match="^train.adam_kernel: must be ops with train.grad_accum_steps > 1"):
+        build_optimizer("adam", 1e-3, adam_kernel="fused", grad_accum_steps=2)
+    with pytest.raises(XtuneError, match="^train.adam_kernel: must be ops or fused"):
+        build_optimizer("adam", 1e-3, adam_kernel="eigen")
+
 # ------------------------------------------------------------------------------------ .h5 files
 
 COMBINATIONS = {
@@ -439,6 +495,8 @@ COMBINATIONS = {
     "adam_ema": {"name": "adam", "ema_momentum": 0.9},
     "adamw_lazy": {"name": "adamw", "embedding_update": "lazy", "lr_multipliers": {"Embedding-": 0.5},
                    "ema_momentum": 0.9},
+    "adamw_fused": {"name": "adamw", "adam_kernel": "fused", "lr_multipliers": {"Embedding-": 0.5},
+                    "ema_momentum": 0.9},
     "adamw_everything": {"name": "adamw", "warmup_steps": 2, "total_steps": 20, "grad_accum_steps": 2,
                          "lr_multipliers": layer_lr_multipliers(2, 0.9, 0.5), "ema_momentum": 0.9},
 }
@@ -458,6 +516,7 @@ for path, expected in saved["files"].items():
     assert type(model.optimizer).__name__ == expected["class"], (path, type(model.optimizer))
     assert int(model.optimizer.iterations.numpy()) == expected["iterations"], path
     assert model.optimizer.lazy_embeddings == expected["lazy"], path
+    assert model.optimizer.fused == expected["fused"], path
     predictions = np.array(expected["predictions"], np.float32)
     assert np.array_equal(model.predict(inputs, verbose=0), predictions), path
     if "ema_momentum" in model.optimizer.get_config():
@@ -481,6 +540,7 @@ def test_every_combination_reloads_from_h5_in_a_fresh_process(tiny_ckpt, tmp_pat
         files[path] = {"class": type(model.optimizer).__name__,
                        "iterations": int(model.optimizer.iterations.numpy()),
                        "lazy": model.optimizer.lazy_embeddings,
+                       "fused": model.optimizer.fused,
                        "predictions": model.predict(INPUTS, verbose=0).tolist()}
     assert files[str(tmp_path / "adamw_everything.h5")]["class"] == "XtuneAdam_WD_LR_PW_EMA_GA"
     saved = tmp_path / "saved.json"

@@ -115,6 +115,9 @@ KEYS = {
                                   "vocabularies; no effect in pretraining, whose MLM output reuses the "
                                   "embedding and makes its gradient dense)", ("dense", "lazy"),
                                   hashed="if_changed", hparam=True),
+    "train.adam_kernel": Key("ops", "choice", "ops: bert4keras's Adam update op by op; fused: TensorFlow's one-pass "
+                             "ResourceApplyAdam, the same update up to float rounding (fewer passes over "
+                             "the weights)", ("ops", "fused"), hashed="if_changed", hparam=True),
     "train.adversarial": Key(None, "any", "{method: fgm | pgd, epsilon, alpha, steps}; null: off"),
     "train.rdrop_alpha": Key(0.0, "number", "R-Drop (Liang et al. 2021) weight of the symmetric KL", ">= 0",
                              hparam=True),
@@ -186,7 +189,8 @@ PRETRAIN_KEYS = {
                                              "RoBERTa-wwm-ext ships an untrained head)"),
     **_shared("train.optimizer", "train.encoder_lr_ratio", "train.layer_decay", "train.lr_multipliers",
               "train.weight_decay", "train.clip_norm", "train.warmup_steps", "train.lr_decay",
-              "train.grad_accum_steps", "train.ema_momentum", "train.embedding_update", "train.deterministic"),
+              "train.grad_accum_steps", "train.ema_momentum", "train.embedding_update", "train.adam_kernel",
+              "train.deterministic"),
     "train.lr": Key(5e-5, "number", "learning rate (Sun et al. ITPT: 5e-5)", "> 0"),
     "train.batch_size": Key(32, "int", "blocks per step", ">= 1"),
     "train.epochs": Key(1, "int", "passes over the corpus (fresh masks every epoch)", ">= 1"),

@@ -88,6 +88,7 @@ def make_optimizer(train, classifier, num_layers, steps_per_epoch):
         warmup_steps=warmup, total_steps=total_steps if train["lr_decay"] else None,
         lr_multipliers=multipliers or None, grad_accum_steps=train["grad_accum_steps"],
         ema_momentum=train["ema_momentum"], embedding_update=train["embedding_update"],
+        adam_kernel=train["adam_kernel"],
     )
 
 

@@ -43,6 +43,14 @@ default (google-research/bert, bert4keras, PyTorch's AdamW on ``nn.Embedding``),
 whose moments are non-zero, and reads and writes the whole matrix every step. WD and PW act on
 those rows the way their ``K.update`` hooks act on a dense write (``_rows_written``); EMA averages
 every row; gradient accumulation sums dense gradients, so it does not combine with lazy rows.
+
+Fused kernel (``train.adam_kernel: fused``, ``fused=True``): a dense gradient goes to TensorFlow's
+``ResourceApplyAdam``, which updates both moments and the weight in one pass; the ops above make
+about a dozen passes over every weight and both moments, all memory-bound (bench/RESULTS.md §9). The
+same update up to float rounding: its epsilon is scaled so that its step equals bert4keras's
+(``_fused_apply``). It writes without ``K.update``, so WD and PW give their change of the weight
+write as numbers (``_decay_rate``, ``_lr_multiplier``), the same numbers the lazy rows use; gradient
+accumulation holds back every write through ``K.update`` and so does not combine with it.
 """
 import contextlib
 import functools
@@ -63,6 +71,7 @@ NO_DECAY = ["Norm", "norm", "bias"]
 
 TAGS = ("WD", "LR", "PW", "EMA", "GA")  # innermost first; also their order in class names
 EMBEDDING_UPDATES = ("dense", "lazy")
+ADAM_KERNELS = ("ops", "fused")
 
 
 def summed_rows(values, indices):
@@ -83,12 +92,13 @@ class XtuneAdam(b4k_optimizers.Adam):
     ``K.update``: that is how bert4keras's extensions reach into it.
     """
 
-    def __init__(self, learning_rate=0.001, name="XtuneAdam", lazy_embeddings=False, **kwargs):
+    def __init__(self, learning_rate=0.001, name="XtuneAdam", lazy_embeddings=False, fused=False, **kwargs):
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
         self.lazy_embeddings = bool(lazy_embeddings)
+        self.fused = bool(fused)
 
     def get_config(self):
-        return dict(super().get_config(), lazy_embeddings=self.lazy_embeddings)
+        return dict(super().get_config(), lazy_embeddings=self.lazy_embeddings, fused=self.fused)
 
     def _adam_step(self):
         """Adam's ``t`` for the update being made: 1 for the first."""
@@ -107,6 +117,8 @@ class XtuneAdam(b4k_optimizers.Adam):
         return self._decayed_lr(dtype) * m / (K.sqrt(v) + self.epsilon)
 
     def _resource_apply_dense(self, grad, var):
+        if self.fused:
+            return self._fused_apply(grad, var)
         dtype = var.dtype.base_dtype
         m_slot, v_slot = self.get_slot(var, "m"), self.get_slot(var, "v")
         m, v = self._moments(m_slot, v_slot, grad, dtype)
@@ -136,10 +148,41 @@ class XtuneAdam(b4k_optimizers.Adam):
             new = self._rows_written(var, old, old - self._step(m, v, dtype))
             return var.scatter_update(tf.IndexedSlices(new, rows))
 
+    def _fused_apply(self, grad, var):
+        """Moments and weight in one ``ResourceApplyAdam``. Its step, lr * sqrt(1 - b2^t) / (1 - b1^t)
+        * m / (sqrt(v) + eps'), is bert4keras's lr * m_hat / (sqrt(v_hat) + eps) when eps' = eps *
+        sqrt(1 - b2^t) (powers 0 without bias correction). The extensions' decay comes first, as a
+        write of its own: it reads the weight before the step, as theirs does."""
+        dtype = var.dtype.base_dtype
+        lr = self._decayed_lr(dtype) * self._lr_multiplier(var)
+        decayed = []
+        if self._decay_rate(var):
+            decayed.append(var.assign_sub(lr * self._decay_rate(var) * var))
+        beta_1, beta_2 = self._get_hyper("beta_1", dtype), self._get_hyper("beta_2", dtype)
+        t = K.cast(self._adam_step(), dtype)
+        power_1, power_2 = (K.pow(beta_1, t), K.pow(beta_2, t)) if self.bias_correction else (0.0, 0.0)
+        with tf.control_dependencies(decayed):
+            return tf.raw_ops.ResourceApplyAdam(
+                var=var.handle, m=self.get_slot(var, "m").handle, v=self.get_slot(var, "v").handle,
+                beta1_power=tf.cast(power_1, dtype), beta2_power=tf.cast(power_2, dtype), lr=lr, beta1=beta_1,
+                beta2=beta_2, epsilon=self.epsilon * K.sqrt(1.0 - tf.cast(power_2, dtype)), grad=grad,
+                use_locking=self._use_locking)
+
     def _rows_written(self, var, old, new):
-        """``new``, the rows Adam computed, as the extensions would write them; each extension
-        that changes ``K.update(var, ...)`` does the same here to the rows (``old``: before)."""
-        return new
+        """``new``, the rows Adam computed, as the extensions write them (``old``: before): decay
+        (WD) inside the LR multiplier (PW), as their ``K.update`` hooks nest."""
+        if self._decay_rate(var):
+            new = new - self._decayed_lr(var.dtype.base_dtype) * self._decay_rate(var) * old
+        multiplier = self._lr_multiplier(var)
+        return new if multiplier == 1 else old + (new - old) * multiplier
+
+    def _decay_rate(self, var):
+        """The decoupled weight decay of ``var`` (WD), 0 without it."""
+        return 0.0
+
+    def _lr_multiplier(self, var):
+        """The LR multiplier of ``var`` (PW), 1 without it."""
+        return 1.0
 
 
 # train.optimizer: a base class and what the name means. adam: bert4keras Adam; adamw:
@@ -177,24 +220,20 @@ def _writes_only_if(condition):
 
 def _with_weight_decay(base, name):
     """bert4keras AdamW decay, also on the rows of a lazy update (only those rows decay, as in
-    TF Addons' DecoupledWeightDecayExtension for sparse gradients)."""
+    TF Addons' DecoupledWeightDecayExtension for sparse gradients) and in the fused kernel."""
     class RowWeightDecay(b4k_optimizers.extend_with_weight_decay_v2(base, name)):
-        def _rows_written(self, var, old, new):
-            new = super()._rows_written(var, old, new)
-            if not self._do_weight_decay(var):
-                return new
-            return new - self._decayed_lr(var.dtype.base_dtype) * self.weight_decay_rate * old
+        def _decay_rate(self, var):
+            return self.weight_decay_rate if self._do_weight_decay(var) else 0.0
 
     return RowWeightDecay
 
 
 def _with_parameter_wise_lr(base, name):
-    """bert4keras LR multipliers by variable name, also on the rows of a lazy update."""
+    """bert4keras LR multipliers by variable name, also on the rows of a lazy update and in the
+    fused kernel."""
     class RowParameterWiseLR(b4k_optimizers.extend_with_parameter_wise_lr_v2(base, name)):
-        def _rows_written(self, var, old, new):
-            new = super()._rows_written(var, old, new)
-            multiplier = math.prod(f for key, f in self.paramwise_lr_schedule.items() if key in var.name)
-            return new if multiplier == 1 else old + (new - old) * multiplier
+        def _lr_multiplier(self, var):
+            return math.prod(f for key, f in self.paramwise_lr_schedule.items() if key in var.name)
 
     return RowParameterWiseLR
 
@@ -251,6 +290,8 @@ def _with_accumulation(base, name):
             return K.maximum((self.iterations + 1) // self.grad_accum_steps, 1)
 
         def _resource_apply_dense(self, grad, var):
+            if self.fused:  # its writes bypass K.update, which holds them back here
+                raise XtuneError("train.adam_kernel: fused does not combine with train.grad_accum_steps > 1")
             summed = self.get_slot(var, "ag") + grad
             update_now = K.equal((self.iterations + 1) % self.grad_accum_steps, 0)
             with _writes_only_if(update_now):
@@ -303,7 +344,7 @@ _register_all()
 
 def build_optimizer(name, learning_rate, weight_decay=None, clip_norm=None, warmup_steps=0,
                     total_steps=None, lr_multipliers=None, grad_accum_steps=1, ema_momentum=None,
-                    embedding_update="dense"):
+                    embedding_update="dense", adam_kernel="ops"):
     """An optimizer for ``train.optimizer`` = ``adam`` | ``adamw``.
 
     * ``weight_decay``: decoupled decay rate (``None``: 0.01 for adamw, 0 for adam); never on
@@ -319,6 +360,8 @@ def build_optimizer(name, learning_rate, weight_decay=None, clip_norm=None, warm
     * ``ema_momentum``: keep an EMA of the weights; see ``EMAWeights`` / ``apply_ema``.
     * ``embedding_update``: ``dense`` (Adam on every row) or ``lazy`` (on the rows a batch uses;
       module docstring).
+    * ``adam_kernel``: ``ops`` (bert4keras's update, op by op) or ``fused`` (TensorFlow's one-pass
+      kernel; module docstring).
     """
     base, defaults = OPTIMIZERS.get(name, "train.optimizer"), OPTIMIZERS.info(name)
     _require("train.lr", learning_rate, _is_number(learning_rate) and learning_rate > 0, "a number > 0")
@@ -329,6 +372,7 @@ def build_optimizer(name, learning_rate, weight_decay=None, clip_norm=None, warm
     if clip_norm:
         options["global_clipnorm"] = float(clip_norm)
     options.update(_lazy(embedding_update, grad_accum_steps))
+    options.update(_fused(adam_kernel, grad_accum_steps))
     tags = []
     for tag, extension_options in zip(TAGS, (  # one entry per tag, in TAGS order
             _decay(defaults["weight_decay"] if weight_decay is None else weight_decay),
@@ -384,6 +428,13 @@ def _lazy(embedding_update, grad_accum_steps):
     _require("train.embedding_update", embedding_update, embedding_update == "dense" or grad_accum_steps == 1,
              "dense with train.grad_accum_steps > 1 (the accumulated gradient is dense)")
     return {"lazy_embeddings": True} if embedding_update == "lazy" else {}
+
+
+def _fused(adam_kernel, grad_accum_steps):
+    _require("train.adam_kernel", adam_kernel, adam_kernel in ADAM_KERNELS, " or ".join(ADAM_KERNELS))
+    _require("train.adam_kernel", adam_kernel, adam_kernel == "ops" or grad_accum_steps == 1,
+             "ops with train.grad_accum_steps > 1 (accumulation holds back the writes of the op chain)")
+    return {"fused": True} if adam_kernel == "fused" else {}
 
 
 def _accumulation(steps):
