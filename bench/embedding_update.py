@@ -1,18 +1,20 @@
 """A training step with Adam on every embedding row against Adam on the rows a batch uses
-(``train.embedding_update: dense | lazy``), per encoder, in one process.
+(``train.embedding_update: dense | lazy``), or against other optimizer variants (``--variants``:
+``fused`` is ``train.adam_kernel: fused``), per encoder, in one process.
 
-    .venv/bin/python bench/embedding_update.py [--encoders DIR,DIR,...] [--batch 32] [--max-len 128]
-        [--steps 6] [--warmup 2] [--texts 0] [--adversarial fgm|pgd] [--json OUT.json]
+    .venv/bin/python bench/embedding_update.py [--encoders DIR,DIR,...] [--variants dense,lazy]
+        [--batch 32] [--max-len 128] [--steps 6] [--warmup 2] [--texts 0] [--adversarial fgm|pgd]
+        [--json OUT.json]
 
-For each encoder folder (a Google-format checkpoint): two copies of one classifier ([CLS] ->
-Dense 256 relu -> dropout 0.1 -> Dense 3, softmax CE, xtune's Adam at 1e-4), built with
-``build_classifier`` and compiled with ``build_optimizer(..., embedding_update=...)``, are fed the
+For each encoder folder (a Google-format checkpoint): one copy per variant of one classifier ([CLS]
+-> Dense 256 relu -> dropout 0.1 -> Dense 3, softmax CE, xtune's Adam at 1e-4), built with
+``build_classifier`` and compiled with ``build_optimizer(..., **VARIANTS[name])``, is fed the
 same batch: the first ``batch`` texts of the inews training split (real Chinese news, title and
 content), tokenized by the encoder's vocabulary, head-truncated to ``max-len`` and padded to the
-longest. Steps (each model's ``train_step``, traced once) alternate between the two models in ABBA
-order (``--warmup`` untimed each, then ``--steps`` timed each), so both see the same machine
-state; the median step time of each and their ratio are printed with the vocabulary size and how
-many distinct rows the batch uses. With
+longest. Steps (each model's ``train_step``, traced once) alternate between the models, the order
+reversed every round (``--warmup`` untimed each, then ``--steps`` timed each), so all see the same
+machine state; the median step time of each and the first variant's over each other's are printed
+with the vocabulary size and how many distinct rows the batch uses. With
 ``--adversarial``, both models train through xtune's trainer with that method (default epsilon).
 """
 import argparse
@@ -25,12 +27,15 @@ from xtune_keras.cpu import cpu_description
 
 DEFAULT_ENCODERS = "checkpoints/all-MiniLM-L6-v2,checkpoints/multilingual-e5-small"
 HEADS = [{"type": "cls"}, {"type": "mlp", "units": [256], "dropout": 0.1}]
-UPDATES = ("dense", "lazy")
+# build_optimizer options of each variant; the first one named in --variants is the baseline
+VARIANTS = {"dense": {}, "lazy": {"embedding_update": "lazy"}, "fused": {"adam_kernel": "fused"},
+            "fused_lazy": {"adam_kernel": "fused", "embedding_update": "lazy"}}
 
 
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--encoders", default=DEFAULT_ENCODERS, help="comma-separated checkpoint folders")
+    p.add_argument("--variants", default="dense,lazy", help="comma-separated names of VARIANTS, baseline first")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--max-len", type=int, default=128)
     p.add_argument("--steps", type=int, default=6)
@@ -61,7 +66,7 @@ def real_batch(encoder, size, max_len, first):
     return x, np.eye(3, dtype=np.float32)[labels % 3]
 
 
-def build(encoder, embedding_update, adversarial=None):
+def build(encoder, variant, adversarial=None):
     from bert4keras.backend import keras
 
     from xtune_keras.model.classifier import build_classifier
@@ -75,26 +80,26 @@ def build(encoder, embedding_update, adversarial=None):
     paths = resolve_encoder_paths(encoder)
     model = build_classifier(paths["config"], paths["checkpoint"], 3, HEADS)
     model = build_trainer(model, method=adversarial, activation="softmax")
-    compile_model(model, build_optimizer("adam", 1e-4, embedding_update=embedding_update), build_loss("ce"))
+    compile_model(model, build_optimizer("adam", 1e-4, **VARIANTS[variant]), build_loss("ce"))
     return model
 
 
 def alternate(models, x, y, warmup, steps):
-    """``{update: [seconds per timed step]}``, the models' steps interleaved in ABBA order.
+    """``{variant: [seconds per timed step]}``, the models' steps interleaved, order reversed each round.
 
     Each step is the model's own ``train_step`` traced once, not ``train_on_batch``: that builds a
     tf.data iterator per call whose autotuning thread wakes after 10, 20, 40... ms, and the call
     often returns only at such a wake-up (steps of 10.24, 20.48 or 40.96 s here; RESULTS.md §9)."""
     import tensorflow as tf
 
-    steps_of = {update: tf.function(model.train_step) for update, model in models.items()}
-    times = {update: [] for update in models}
+    steps_of = {variant: tf.function(model.train_step) for variant, model in models.items()}
+    times = {variant: [] for variant in models}
     for i in range(warmup + steps):
-        for update in (list(models) if i % 2 == 0 else list(reversed(models))):
+        for variant in (list(models) if i % 2 == 0 else list(reversed(models))):
             start = time.perf_counter()
-            float(steps_of[update]((x, y))["loss"])  # waits for the step
+            float(steps_of[variant]((x, y))["loss"])  # waits for the step
             if i >= warmup:
-                times[update].append(time.perf_counter() - start)
+                times[variant].append(time.perf_counter() - start)
     return times
 
 
@@ -104,32 +109,35 @@ def measure(encoder, args):
     from xtune_keras.model.encoders import read_config, resolve_encoder_paths
 
     x, y = real_batch(encoder, args.batch, args.max_len, args.texts)
-    models = {update: build(encoder, update, args.adversarial) for update in UPDATES}
+    variants = args.variants.split(",")
+    models = {variant: build(encoder, variant, args.adversarial) for variant in variants}
     times = alternate(models, x, y, args.warmup, args.steps)
-    medians = {update: statistics.median(t) for update, t in times.items()}
+    medians = {variant: statistics.median(t) for variant, t in times.items()}
     config = read_config(resolve_encoder_paths(encoder)["config"])
     return {"encoder": encoder, "vocab_size": config["vocab_size"], "hidden_size": config["hidden_size"],
             "layers": config["num_hidden_layers"], "batch": list(x["Input-Token"].shape),
             "rows_used": int(np.unique(x["Input-Token"]).size),
             "times_s": times, "median_s": medians, "min_s": {u: min(t) for u, t in times.items()},
-            "dense_over_lazy": medians["dense"] / medians["lazy"]}
+            "baseline_over": {v: medians[variants[0]] / medians[v] for v in variants[1:]}}
 
 
 def main(argv=None):
     args = parse(argv)
     from xtune_keras import compat  # noqa: F401  (first: TensorFlow with the bert4keras repairs)
 
+    variants = args.variants.split(",")
     print("CPU:", cpu_description(), "| adversarial:", args.adversarial)
-    print("| encoder | vocab x hidden, layers | batch | rows used | dense s | lazy s | dense / lazy |")
-    print("| --- | --- | --- | ---: | ---: | ---: | ---: |")
+    print("| encoder | vocab x hidden, layers | batch | rows used | %s |"
+          % " | ".join(["%s s" % v for v in variants] + ["%s / %s" % (variants[0], v) for v in variants[1:]]))
+    print("| --- | --- | --- |" + " ---: |" * (2 * len(variants)))
     results = []
     for encoder in args.encoders.split(","):
         r = measure(encoder, args)
         results.append(r)
-        print("| %s | %d x %d, %d | %d x %d | %d | %.3f (%.3f) | %.3f (%.3f) | %.2fx |" % (
+        print("| %s | %d x %d, %d | %d x %d | %d | %s |" % (
             os.path.basename(encoder), r["vocab_size"], r["hidden_size"], r["layers"], r["batch"][0], r["batch"][1],
-            r["rows_used"], r["median_s"]["dense"], r["min_s"]["dense"], r["median_s"]["lazy"], r["min_s"]["lazy"],
-            r["dense_over_lazy"]), flush=True)
+            r["rows_used"], " | ".join(["%.3f (%.3f)" % (r["median_s"][v], r["min_s"][v]) for v in variants]
+                                       + ["%.2fx" % r["baseline_over"][v] for v in variants[1:]])), flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"cpu": cpu_description(), "args": vars(args), "results": results}, f, indent=2)
