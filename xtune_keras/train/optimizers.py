@@ -155,12 +155,13 @@ class XtuneAdam(b4k_optimizers.Adam):
         write of its own: it reads the weight before the step, as theirs does."""
         dtype = var.dtype.base_dtype
         lr = self._decayed_lr(dtype) * self._lr_multiplier(var)
-        decayed = []
-        if self._decay_rate(var):
-            decayed.append(var.assign_sub(lr * self._decay_rate(var) * var))
+        rate = self._decay_rate(var)
+        decayed = [var.assign_sub(lr * rate * var)] if rate else []
         beta_1, beta_2 = self._get_hyper("beta_1", dtype), self._get_hyper("beta_2", dtype)
-        t = K.cast(self._adam_step(), dtype)
-        power_1, power_2 = (K.pow(beta_1, t), K.pow(beta_2, t)) if self.bias_correction else (0.0, 0.0)
+        power_1 = power_2 = 0.0
+        if self.bias_correction:
+            t = K.cast(self._adam_step(), dtype)
+            power_1, power_2 = K.pow(beta_1, t), K.pow(beta_2, t)
         with tf.control_dependencies(decayed):
             return tf.raw_ops.ResourceApplyAdam(
                 var=var.handle, m=self.get_slot(var, "m").handle, v=self.get_slot(var, "v").handle,
@@ -423,18 +424,23 @@ def _ema(momentum):
 
 
 def _lazy(embedding_update, grad_accum_steps):
-    _require("train.embedding_update", embedding_update, embedding_update in EMBEDDING_UPDATES,
-             " or ".join(EMBEDDING_UPDATES))
-    _require("train.embedding_update", embedding_update, embedding_update == "dense" or grad_accum_steps == 1,
-             "dense with train.grad_accum_steps > 1 (the accumulated gradient is dense)")
-    return {"lazy_embeddings": True} if embedding_update == "lazy" else {}
+    on = _off_under_accumulation("train.embedding_update", embedding_update, EMBEDDING_UPDATES, grad_accum_steps,
+                                 "the accumulated gradient is dense")
+    return {"lazy_embeddings": True} if on else {}
 
 
 def _fused(adam_kernel, grad_accum_steps):
-    _require("train.adam_kernel", adam_kernel, adam_kernel in ADAM_KERNELS, " or ".join(ADAM_KERNELS))
-    _require("train.adam_kernel", adam_kernel, adam_kernel == "ops" or grad_accum_steps == 1,
-             "ops with train.grad_accum_steps > 1 (accumulation holds back the writes of the op chain)")
-    return {"fused": True} if adam_kernel == "fused" else {}
+    on = _off_under_accumulation("train.adam_kernel", adam_kernel, ADAM_KERNELS, grad_accum_steps,
+                                 "accumulation holds back the writes of the op chain")
+    return {"fused": True} if on else {}
+
+
+def _off_under_accumulation(key, value, choices, grad_accum_steps, why):
+    """Whether ``value`` is other than ``choices[0]``, the only choice gradient accumulation allows."""
+    _require(key, value, value in choices, " or ".join(choices))
+    _require(key, value, value == choices[0] or grad_accum_steps == 1,
+             "%s with train.grad_accum_steps > 1 (%s)" % (choices[0], why))
+    return value != choices[0]
 
 
 def _accumulation(steps):
